@@ -1,0 +1,1 @@
+//! One run, start to finish: the target, the Goose attack, and the post-run hook.
