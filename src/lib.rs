@@ -6,6 +6,8 @@
 //! Layout, one module per concern:
 //! - [`cli`], [`profile`], [`plan`]: the command line, the load profiles and what a run will do.
 //! - [`run`]: one run from start to finish (target, Goose attack, post-run hook).
+//! - [`interrupt`]: Ctrl-C before, during and after the attack, so results are never lost.
+//! - [`target`]: the system under test: the user's host, or the simulator as a child process.
 //! - [`scenarios`]: the Goose scenarios (API, webhooks, media stream, AI call).
 //! - [`twilio`], [`audio`]: the Media Streams protocol, the mu-law codec, the caller's speech.
 //! - [`ai_model`]: the original suite's AI pipeline latency model (simulator and mock mode).
@@ -17,10 +19,12 @@ pub mod ai_model;
 pub mod analysis;
 pub mod audio;
 pub mod cli;
+pub mod interrupt;
 pub mod measure;
 pub mod plan;
 pub mod profile;
 pub mod run;
 pub mod scenarios;
 pub mod simulator;
+pub mod target;
 pub mod twilio;
