@@ -103,7 +103,9 @@ pub struct LoadOptions {
 
 /// The clap command with the Locust / old-Goose aliases of `--increase-rate`.
 pub fn command() -> clap::Command {
-    Cli::command().mut_arg("increase_rate", |a| a.visible_alias("hatch-rate").visible_alias("spawn-rate"))
+    Cli::command().mut_arg("increase_rate", |a| {
+        a.visible_alias("hatch-rate").visible_alias("spawn-rate")
+    })
 }
 
 /// Parses a command line (program name first).
@@ -114,7 +116,8 @@ where
 {
     let matches = command().try_get_matches_from(args)?;
     let mut cli = Cli::from_arg_matches(&matches)?;
-    cli.load.test_plan_given = matches.value_source("test_plan") == Some(clap::parser::ValueSource::CommandLine);
+    cli.load.test_plan_given =
+        matches.value_source("test_plan") == Some(clap::parser::ValueSource::CommandLine);
     Ok(cli)
 }
 
@@ -162,8 +165,22 @@ mod tests {
     #[test]
     fn crate_and_goose_options_parse_together() {
         let cli = parse([
-            "x", "--host", "http://127.0.0.1:9", "--users", "100", "--run-time", "5m", "--profile", "stress",
-            "--skip-ws", "--output", "r.json", "--report-file", "r.html", "--ai-mode", "mock",
+            "x",
+            "--host",
+            "http://127.0.0.1:9",
+            "--users",
+            "100",
+            "--run-time",
+            "5m",
+            "--profile",
+            "stress",
+            "--skip-ws",
+            "--output",
+            "r.json",
+            "--report-file",
+            "r.html",
+            "--ai-mode",
+            "mock",
         ])
         .unwrap();
         assert_eq!(cli.goose.users, Some(100));
@@ -186,7 +203,15 @@ mod tests {
     #[test]
     fn help_lists_the_crate_options_and_aliases() {
         let help = command().render_long_help().to_string();
-        for needle in ["--profile", "--output", "--skip-api", "--no-wait", "--headless", "hatch-rate", "--report-file"] {
+        for needle in [
+            "--profile",
+            "--output",
+            "--skip-api",
+            "--no-wait",
+            "--headless",
+            "hatch-rate",
+            "--report-file",
+        ] {
             assert!(help.contains(needle), "{needle} missing from --help");
         }
     }

@@ -21,7 +21,9 @@ pub fn install() {
                 eprintln!("caught a second Ctrl-C, exiting at once without results");
                 std::process::exit(130);
             }
-            eprintln!("caught Ctrl-C: stopping the run and writing its results (Ctrl-C again to exit at once)");
+            eprintln!(
+                "caught Ctrl-C: stopping the run and writing its results (Ctrl-C again to exit at once)"
+            );
             interrupt("interrupted by Ctrl-C (SIGINT)");
         });
         if let Err(e) = installed {

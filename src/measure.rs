@@ -113,8 +113,11 @@ pub struct StreamStats {
     /// Media frames due by the 20 ms schedule while calls were up.
     pub frames_scheduled: u64,
     pub frames_sent: u64,
-    /// Frames sent more than [`LATE_FRAME_US`] after their slot.
+    /// Frames sent more than [`LATE_FRAME_US`] after their slot (skipped ones included).
     pub frames_late: u64,
+    /// Frames never sent: so far behind schedule that their audio was dropped, not bunched.
+    #[serde(default)]
+    pub frames_skipped: u64,
     /// How late each frame went out after its slot, in µs.
     pub lateness_us: Histogram,
     /// WebSocket handshake time, in µs.
@@ -142,6 +145,7 @@ impl StreamStats {
         self.frames_scheduled += o.frames_scheduled;
         self.frames_sent += o.frames_sent;
         self.frames_late += o.frames_late;
+        self.frames_skipped += o.frames_skipped;
         self.lateness_us.merge(&o.lateness_us);
         self.connect_us.merge(&o.connect_us);
         self.marks_echoed += o.marks_echoed;

@@ -35,9 +35,19 @@ pub fn validate_host(host: &str) -> Result<String> {
 /// Fails fast, with one line naming the host and the cause, when nothing accepts connections.
 pub async fn check_reachable(host: &str) -> Result<()> {
     let url = Url::parse(host)?;
-    let name = url.host_str().unwrap_or_default().trim_start_matches('[').trim_end_matches(']').to_string();
+    let name = url
+        .host_str()
+        .unwrap_or_default()
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_string();
     let port = url.port_or_known_default().unwrap_or(80);
-    match tokio::time::timeout(REACH_TIMEOUT, tokio::net::TcpStream::connect((name.as_str(), port))).await {
+    match tokio::time::timeout(
+        REACH_TIMEOUT,
+        tokio::net::TcpStream::connect((name.as_str(), port)),
+    )
+    .await
+    {
         Ok(Ok(_)) => Ok(()),
         Ok(Err(e)) => {
             let cause = match e.kind() {
@@ -46,7 +56,10 @@ pub async fn check_reachable(host: &str) -> Result<()> {
             };
             bail!("cannot reach {host}: {cause} (is the server running? check --host)")
         }
-        Err(_) => bail!("cannot reach {host}: no answer within {}s (is the server running? check --host)", REACH_TIMEOUT.as_secs()),
+        Err(_) => bail!(
+            "cannot reach {host}: no answer within {}s (is the server running? check --host)",
+            REACH_TIMEOUT.as_secs()
+        ),
     }
 }
 
@@ -83,7 +96,12 @@ impl SimulatorProcess {
             Err(anyhow!("the built-in simulator exited before it listened"))
         })
         .await
-        .map_err(|_| anyhow!("the built-in simulator did not start within {}s", SIMULATOR_START_TIMEOUT.as_secs()))??;
+        .map_err(|_| {
+            anyhow!(
+                "the built-in simulator did not start within {}s",
+                SIMULATOR_START_TIMEOUT.as_secs()
+            )
+        })??;
         // Keep draining its stdout so it never blocks on a full pipe.
         tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
         Ok(SimulatorProcess { child, url, pid })
@@ -102,7 +120,10 @@ impl SimulatorProcess {
                 libc::kill(pid as libc::pid_t, libc::SIGTERM);
             }
         }
-        if tokio::time::timeout(Duration::from_secs(3), self.child.wait()).await.is_err() {
+        if tokio::time::timeout(Duration::from_secs(3), self.child.wait())
+            .await
+            .is_err()
+        {
             let _ = self.child.kill().await;
         }
     }
@@ -125,11 +146,17 @@ mod tests {
 
     #[test]
     fn hosts_are_validated() {
-        assert_eq!(validate_host("http://localhost:8080/").unwrap(), "http://localhost:8080");
+        assert_eq!(
+            validate_host("http://localhost:8080/").unwrap(),
+            "http://localhost:8080"
+        );
         assert!(validate_host("https://agent.example.com").is_ok());
         let err = validate_host("localhost:8080").unwrap_err().to_string();
         assert!(err.contains("scheme") || err.contains("base URL"), "{err}");
-        assert!(validate_host("http://localhost:8080/api").unwrap_err().to_string().contains("without a path"));
+        assert!(validate_host("http://localhost:8080/api")
+            .unwrap_err()
+            .to_string()
+            .contains("without a path"));
         assert!(validate_host("ftp://x").is_err());
         assert!(validate_host("").is_err());
     }
@@ -137,7 +164,11 @@ mod tests {
     #[tokio::test]
     async fn unreachable_host_names_host_and_cause() {
         // A port we just bound and released: nothing listens there now.
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
         let host = format!("http://127.0.0.1:{port}");
         let err = check_reachable(&host).await.unwrap_err().to_string();
         assert!(err.contains(&host) && err.contains("connection refused"), "{err}");

@@ -4,9 +4,17 @@
 //! module gives each the run's [`Shared`] state and registers them with the profile's counts as
 //! weights, so Goose's round-robin allocation gives every kind exactly its number of users.
 
+pub mod ai_call;
+pub mod api;
+pub mod call;
+pub mod data;
+pub mod media_stream;
+pub mod webhooks;
+
 use crate::audio::Utterance;
 use crate::measure::Measurements;
 use crate::plan::RunPlan;
+use goose::prelude::*;
 use std::sync::Arc;
 
 /// What every scenario of a run can see.
@@ -16,4 +24,23 @@ pub struct Shared {
     pub measurements: Arc<Measurements>,
     /// The caller's utterances (built in, or `--audio-dir`).
     pub utterances: Arc<Vec<Utterance>>,
+}
+
+/// Registers every kind of load the plan has users for, each weighted by its user count: with
+/// Goose's round-robin scheduler and `users` = the plan's total, each kind gets exactly its count.
+pub fn register(mut attack: GooseAttack, shared: &Arc<Shared>) -> Result<GooseAttack, GooseError> {
+    let u = shared.plan.users;
+    let kinds: [(usize, fn(&Arc<Shared>) -> Result<Scenario, GooseError>); 5] = [
+        (u.api, api::api_user),
+        (u.webhook, webhooks::webhook_user),
+        (u.high_load, api::high_load_user),
+        (u.media_streams, media_stream::media_stream_call),
+        (u.ai_calls, ai_call::ai_call),
+    ];
+    for (count, build) in kinds {
+        if count > 0 {
+            attack = attack.register_scenario(build(shared)?.set_weight(count)?);
+        }
+    }
+    Ok(attack)
 }

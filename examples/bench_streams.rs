@@ -1,0 +1,419 @@
+//! Media-stream capacity benchmark: how many concurrent Twilio Media Streams calls one
+//! load-generator process sustains on ONE core at 50 frames/s, frames on time.
+//!
+//! ```text
+//! cargo build --release
+//! cargo run --release --example bench_streams                      # steps 1000 2500 5000 7500
+//! cargo run --release --example bench_streams -- --steps 2000,4000 --hold 10
+//! ```
+//!
+//! The simulator runs as a separate process (`target/release/phone-agent-load serve --port 0`)
+//! on the other cores; with `--in-process-sim`, or when that binary is missing, it runs in this
+//! process on its own threads pinned off the generator's core. The generator (the real "Media
+//! stream call" Goose scenario, one Goose user per call, the shared HTTP client) is pinned to one
+//! core. For each step it ramps N calls, lets them settle, holds, and prints the achieved frame
+//! rate, frame lateness (p50/p99/max, measured against each frame's absolute 20 ms slot), the
+//! share of frames on time and the resident memory per call. The target (issue 3): at least
+//! 5,000 calls at 50 frames/s with >= 99 % of frames on time, lateness p99 <= 5 ms, < 64 KiB per
+//! call. Every step is bounded in time, and all traffic stays on 127.0.0.1.
+
+use anyhow::{bail, Context, Result};
+use clap::Parser;
+use goose::prelude::*;
+use phone_agent_load::measure::{Histogram, Measurements, StreamStats, LATE_FRAME_US};
+use phone_agent_load::plan::{AiMode, Overrides, RunPlan};
+use phone_agent_load::profile::Profile;
+use phone_agent_load::scenarios::{media_stream, Shared};
+use phone_agent_load::simulator::{self, ServeOptions};
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// The capacity target of issue 3.
+const TARGET_ON_TIME_PCT: f64 = 99.0;
+const TARGET_P99_US: u64 = 5_000;
+const TARGET_KIB_PER_CALL: f64 = 64.0;
+const FRAMES_PER_SEC: f64 = 50.0;
+
+#[derive(Parser, Debug)]
+#[command(about = "Media-stream capacity of one load-generator core")]
+struct Args {
+    /// Concurrent calls to try, in order
+    #[arg(long, value_delimiter = ',', default_value = "1000,2500,5000,7500")]
+    steps: Vec<usize>,
+    /// Seconds to hold each step once all calls are up
+    #[arg(long, default_value_t = 20)]
+    hold: u64,
+    /// Calls started per second during the ramp
+    #[arg(long, default_value_t = 1000)]
+    ramp_rate: usize,
+    /// The core the load generator runs on
+    #[arg(long, default_value_t = 0)]
+    core: usize,
+    /// The simulator binary (run as `BIN serve --port 0 --bind 127.0.0.1`)
+    #[arg(long, default_value = "target/release/phone-agent-load")]
+    sim_bin: String,
+    /// Run the simulator inside this process (on the other cores) instead of as a child process
+    #[arg(long)]
+    in_process_sim: bool,
+}
+
+/// One step's figures.
+#[derive(Debug)]
+struct Step {
+    calls: usize,
+    connected: u64,
+    frames_per_call_sec: f64,
+    on_time_pct: f64,
+    p50_us: u64,
+    p99_us: u64,
+    max_us: u64,
+    skipped: u64,
+    kib_per_call: f64,
+    failed: u64,
+}
+
+impl Step {
+    fn meets_target(&self) -> bool {
+        self.connected as usize == self.calls
+            && self.failed == 0
+            && self.frames_per_call_sec >= FRAMES_PER_SEC * 0.99
+            && self.on_time_pct >= TARGET_ON_TIME_PCT
+            && self.p99_us <= TARGET_P99_US
+            && self.kib_per_call < TARGET_KIB_PER_CALL
+    }
+}
+
+fn main() -> Result<()> {
+    let args = Args::parse();
+    if args.steps.is_empty() || args.steps.contains(&0) {
+        bail!("--steps: give call counts above 0, e.g. --steps 1000,5000");
+    }
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if args.core >= cores {
+        bail!("--core {}: this machine has cores 0..{}", args.core, cores - 1);
+    }
+    raise_fd_limit();
+    let others: Vec<usize> = (0..cores).filter(|&c| c != args.core).collect();
+    let others = if others.is_empty() {
+        vec![args.core]
+    } else {
+        others
+    };
+
+    // The simulator first, so it never inherits the generator's pinning.
+    let sim = Simulator::start(&args, &others)?;
+    println!("simulator: {} ({}), on cores {others:?}", sim.url, sim.kind());
+    if sim.child.is_none() {
+        println!("(the simulator shares this process: RSS per call includes its side of each call)");
+    }
+    pin_current_thread(&[args.core])?;
+    println!("load generator: pinned to core {}", args.core);
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()?;
+    let baseline_kib = rss_kib();
+    let mut results = Vec::new();
+    for &calls in &args.steps {
+        let step = runtime.block_on(run_step(&args, &sim.url, calls, baseline_kib))?;
+        print_step(&step);
+        let far_off = step.on_time_pct < 90.0 || step.connected as usize != calls;
+        results.push(step);
+        if far_off {
+            println!("(stopping: this step is far off the target)");
+            break;
+        }
+        std::thread::sleep(Duration::from_secs(2));
+    }
+    println!();
+    println!(
+        "target: 50 frames/s per call, >= {TARGET_ON_TIME_PCT}% on time, lateness p99 <= {} ms, < {TARGET_KIB_PER_CALL} KiB per call",
+        TARGET_P99_US / 1000
+    );
+    match results.iter().filter(|s| s.meets_target()).map(|s| s.calls).max() {
+        Some(n) => println!("largest step meeting the target on one core: {n} concurrent calls"),
+        None => println!("no step met the target"),
+    }
+    drop(sim);
+    Ok(())
+}
+
+/// Ramps `calls` media-stream calls, holds, and measures the hold.
+async fn run_step(args: &Args, host: &str, calls: usize, baseline_kib: u64) -> Result<Step> {
+    let ramp = Duration::from_secs_f64(calls as f64 / args.ramp_rate as f64);
+    let settle = Duration::from_secs(3);
+    let hold = Duration::from_secs(args.hold);
+    let mut plan = RunPlan::new(
+        Profile::load("quick")?,
+        &Overrides::default(),
+        AiMode::Stream,
+        true,
+    )?;
+    // Calls outlast the step: none redials, all hang up when the run ends.
+    plan.media_stream_duration = Duration::from_secs(3600);
+    let shared = Arc::new(Shared {
+        plan,
+        measurements: Arc::new(Measurements::default()),
+        utterances: Default::default(),
+    });
+    // Goose's defaults, not its command line (these are the benchmark's options).
+    let attack = GooseAttack::initialize_with_config(goose::config::GooseConfiguration::default())?
+        .set_client_builder_without_cookies(goose::client::GooseClientBuilder::new().without_cookies())?
+        .register_scenario(media_stream::media_stream_call(&shared)?)
+        .set_default(GooseDefault::Host, host)?
+        .set_default(GooseDefault::Users, calls)?
+        .set_default(GooseDefault::IncreaseRate, args.ramp_rate.to_string().as_str())?
+        .set_default(
+            GooseDefault::RunTime,
+            (settle + hold + Duration::from_secs(2)).as_secs() as usize,
+        )?
+        .set_default(GooseDefault::NoTelnet, true)?
+        .set_default(GooseDefault::NoWebSocket, true)?
+        .set_default(GooseDefault::NoResetMetrics, true)?
+        .set_default(GooseDefault::NoPrintMetrics, true)?
+        .set_default(GooseDefault::Quiet, 1)?;
+    let run = tokio::spawn(attack.execute());
+
+    // Every call up (or the ramp's time, generously), then settle, then the measured hold.
+    let up_by = Instant::now() + ramp * 2 + Duration::from_secs(10);
+    while shared.measurements.snapshot().streams.calls_connected < calls as u64 && Instant::now() < up_by {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tokio::time::sleep(settle).await;
+    let before = shared.measurements.snapshot().streams;
+    let started = Instant::now();
+    tokio::time::sleep(hold).await;
+    let rss = rss_kib();
+    let after = shared.measurements.snapshot().streams;
+    let held = started.elapsed();
+
+    let limit = ramp + settle + hold + Duration::from_secs(60);
+    match tokio::time::timeout(limit, run).await {
+        Ok(Ok(Ok(_))) => {}
+        Ok(Ok(Err(e))) => bail!("the attack failed: {e:?}"),
+        Ok(Err(e)) => bail!("the attack panicked: {e}"),
+        Err(_) => bail!("the attack did not end within {limit:?}"),
+    }
+    Ok(measure(
+        calls,
+        &before,
+        &after,
+        held,
+        rss.saturating_sub(baseline_kib),
+    ))
+}
+
+fn measure(calls: usize, before: &StreamStats, after: &StreamStats, held: Duration, kib: u64) -> Step {
+    let sent = after.frames_sent - before.frames_sent;
+    let scheduled = after.frames_scheduled - before.frames_scheduled;
+    let late = after.frames_late - before.frames_late;
+    let lateness = histogram_delta(&after.lateness_us, &before.lateness_us);
+    Step {
+        calls,
+        connected: after.calls_connected,
+        frames_per_call_sec: sent as f64 / calls as f64 / held.as_secs_f64(),
+        on_time_pct: if scheduled == 0 {
+            0.0
+        } else {
+            100.0 * (scheduled - late) as f64 / scheduled as f64
+        },
+        p50_us: lateness.quantile(0.5),
+        p99_us: lateness.quantile(0.99),
+        max_us: lateness.max,
+        skipped: after.frames_skipped - before.frames_skipped,
+        kib_per_call: kib as f64 / calls as f64,
+        failed: after.calls_failed,
+    }
+}
+
+/// What `after` recorded that `before` had not: bucket by bucket.
+fn histogram_delta(after: &Histogram, before: &Histogram) -> Histogram {
+    let mut d = Histogram::default();
+    for (&floor, &n) in &after.buckets {
+        let n = n - before.buckets.get(&floor).copied().unwrap_or(0);
+        if n > 0 {
+            d.buckets.insert(floor, n);
+            d.count += n;
+        }
+    }
+    d.min = d.buckets.keys().next().copied().unwrap_or(0);
+    let top = d.buckets.keys().next_back().copied().unwrap_or(0);
+    // Exact when the run's maximum fell in the hold, else the top bucket's floor (within 1.6 %).
+    d.max = if after.max > before.max { after.max } else { top };
+    d.sum = after.sum - before.sum;
+    d
+}
+
+fn print_step(s: &Step) {
+    println!(
+        "{:>6} calls ({} up, {} failed): {:>5.2} frames/s per call, {:>6.2}% on time (<= {} ms late), lateness p50 {:.2} ms p99 {:.2} ms max {:.1} ms, {} skipped, {:.1} KiB RSS per call{}",
+        s.calls,
+        s.connected,
+        s.failed,
+        s.frames_per_call_sec,
+        s.on_time_pct,
+        LATE_FRAME_US / 1000,
+        s.p50_us as f64 / 1000.0,
+        s.p99_us as f64 / 1000.0,
+        s.max_us as f64 / 1000.0,
+        s.skipped,
+        s.kib_per_call,
+        if s.meets_target() { "  [meets target]" } else { "" }
+    );
+}
+
+/// The simulator, as a child process or on threads of this one.
+struct Simulator {
+    url: String,
+    child: Option<Child>,
+}
+
+impl Simulator {
+    fn start(args: &Args, cores: &[usize]) -> Result<Simulator> {
+        if !args.in_process_sim {
+            if std::path::Path::new(&args.sim_bin).exists() {
+                return Simulator::spawn(&args.sim_bin, cores);
+            }
+            println!(
+                "({} not found: run `cargo build --release` first; using the simulator in process)",
+                args.sim_bin
+            );
+        }
+        Simulator::in_process(cores)
+    }
+
+    fn kind(&self) -> &'static str {
+        if self.child.is_some() {
+            "separate process"
+        } else {
+            "in process, own threads"
+        }
+    }
+
+    fn spawn(bin: &str, cores: &[usize]) -> Result<Simulator> {
+        let mut cmd = Command::new(bin);
+        cmd.args(["serve", "--port", "0", "--bind", "127.0.0.1"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        let cores = cores.to_vec();
+        // SAFETY: sched_setaffinity is async-signal-safe; nothing else runs between fork and exec.
+        unsafe {
+            use std::os::unix::process::CommandExt;
+            cmd.pre_exec(move || pin(0, &cores).map_err(std::io::Error::other));
+        }
+        let mut child = cmd.spawn().with_context(|| format!("cannot start {bin}"))?;
+        let stdout = child.stdout.take().context("no stdout")?;
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(url) = line.strip_prefix("listening on ") {
+                    let _ = tx.send(url.trim().to_string());
+                }
+            }
+        });
+        match rx.recv_timeout(Duration::from_secs(10)) {
+            Ok(url) => Ok(Simulator {
+                url,
+                child: Some(child),
+            }),
+            Err(_) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                bail!("{bin} serve did not print `listening on http://...` within 10 s")
+            }
+        }
+    }
+
+    fn in_process(cores: &[usize]) -> Result<Simulator> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let cores = cores.to_vec();
+        std::thread::spawn(move || {
+            let run = || -> Result<()> {
+                pin_current_thread(&cores)?;
+                let runtime = tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(cores.len())
+                    .enable_all()
+                    .build()?;
+                runtime.block_on(async {
+                    let sim = simulator::start(ServeOptions::for_tests()).await?;
+                    let _ = tx.send(Ok(sim.url()));
+                    // Serves until the process exits.
+                    std::future::pending::<()>().await;
+                    Ok(())
+                })
+            };
+            if let Err(e) = run() {
+                let _ = tx.send(Err(e));
+            }
+        });
+        let url = rx
+            .recv_timeout(Duration::from_secs(10))
+            .context("the in-process simulator did not start within 10 s")??;
+        Ok(Simulator { url, child: None })
+    }
+}
+
+impl Drop for Simulator {
+    fn drop(&mut self) {
+        if let Some(child) = self.child.as_mut() {
+            // SIGTERM lets it shut down gracefully; then make sure it is gone.
+            unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = child.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn pin_current_thread(cores: &[usize]) -> Result<()> {
+    pin(0, cores).map_err(|e| anyhow::anyhow!(e))
+}
+
+/// Restricts thread `tid` (0 = the calling thread) to `cores`; threads it starts inherit this.
+fn pin(tid: libc::pid_t, cores: &[usize]) -> std::result::Result<(), String> {
+    // SAFETY: a zeroed cpu_set_t is an empty set; CPU_SET writes within it for core < CPU_SETSIZE.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        for &c in cores {
+            libc::CPU_SET(c, &mut set);
+        }
+        if libc::sched_setaffinity(tid, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
+            return Err(format!("sched_setaffinity: {}", std::io::Error::last_os_error()));
+        }
+    }
+    Ok(())
+}
+
+/// One socket per call (and the simulator's, in process): lift the soft open-files limit.
+fn raise_fd_limit() {
+    // SAFETY: getrlimit/setrlimit on a valid, initialised struct.
+    unsafe {
+        let mut lim: libc::rlimit = std::mem::zeroed();
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max;
+            let _ = libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
+    }
+}
+
+/// This process's resident memory, in KiB.
+fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
+        })
+        .unwrap_or(0)
+}

@@ -1,0 +1,509 @@
+//! The "AI call" scenario: a caller who speaks, timing the agent's spoken answers.
+//!
+//! Two modes (`--ai-mode`):
+//! - **stream**: a media-stream call that speaks. Each turn sends one utterance paced in real
+//!   time, then silence (a live phone line), and times the agent's answer: time to first audio
+//!   (end of the utterance to the agent's first `media` frame) and turn time (to the last frame
+//!   before the agent's `mark`). RTF = turn time / utterance duration. Once the answer has
+//!   played (its mark echoed), a pause of U(0.5, 1.5) s and the next turn, until the call's
+//!   duration; then `stop`. A turn unanswered within [`TURN_TIMEOUT`] fails and the call goes on.
+//! - **mock**: the original suite's in-process `MockAudioProcessor`, no server at all: the
+//!   SPEC latency model slept stage by stage, each stage timed, RTF = total / audio duration.
+//!
+//! Both run as short transactions (at most [`SLICE`] each) so a stopping run ends calls at once,
+//! record each turn as Goose custom requests (method "AI"), and keep every turn in
+//! [`AiStats`] for the post-run analysis.
+
+use super::call::{self, Flow, Heard, Line, Names, Record, Script, SLICE};
+use super::Shared;
+use crate::ai_model::{self, StageLatencies};
+use crate::audio::Utterance;
+use crate::measure::{AiStats, Measurements, Turn};
+use crate::plan::AiMode;
+use crate::twilio::mulaw::FRAME_BYTES;
+use goose::prelude::*;
+use rand::seq::IndexedRandom;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// The scenario's name, as registered with Goose.
+pub const SCENARIO: &str = "AI call";
+/// A turn whose answer has not ended (with the agent's `mark`) this long after the caller
+/// stopped speaking fails, and the call goes on with the next turn.
+pub const TURN_TIMEOUT: Duration = Duration::from_secs(15);
+/// The method label of AI rows in Goose's reports.
+pub const AI: &str = "AI";
+
+pub static NAMES: Names = Names {
+    connect: "AI call: connect",
+    call: "AI call: call",
+    mark: "AI call: mark echo",
+};
+
+const TURN: &str = "turn";
+const TTFA: &str = "time to first audio";
+const MOCK_CALL: &str = "mock call";
+const STAGES: [&str; 3] = ["stt", "llm", "tts"];
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+/// The pause before a turn: the original's U(0.5, 1.5) s, or none with `--no-wait`.
+fn pause(no_wait: bool) -> Duration {
+    if no_wait {
+        Duration::ZERO
+    } else {
+        ai_model::pause_between_turns(&mut rand::rng())
+    }
+}
+
+/// Where a stream-mode conversation is.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Phase {
+    /// No call.
+    Idle,
+    /// Silence until `until`, then the next turn (or the end of the call).
+    Pausing { until: Instant },
+    /// Sending utterance `utt`, `pos` bytes in.
+    Speaking { utt: usize, pos: usize },
+    /// The utterance ended at `ended`; the agent's answer is awaited.
+    Waiting {
+        utt: usize,
+        ended: Instant,
+        first: Option<Instant>,
+        last: Option<Instant>,
+    },
+    /// The answer is timed; it plays until its mark is echoed.
+    Playing,
+    /// The call is over: hang up.
+    Done,
+}
+
+/// The stream-mode caller.
+struct Conversation {
+    utterances: Arc<Vec<Utterance>>,
+    measurements: Arc<Measurements>,
+    duration: Duration,
+    no_wait: bool,
+    /// When the call should end (no turn starts that would not finish by then).
+    ends: Option<Instant>,
+    phase: Phase,
+    stats: AiStats,
+    records: Vec<Record>,
+}
+
+impl Conversation {
+    fn audio_ms(&self, utt: usize) -> f64 {
+        self.utterances[utt].mulaw.len() as f64 / 8.0
+    }
+
+    fn next_turn(&mut self, now: Instant) -> Flow {
+        let utt = rand::random_range(0..self.utterances.len());
+        let speech = Duration::from_secs_f64(self.audio_ms(utt) / 1000.0);
+        match self.ends {
+            Some(ends) if now + speech <= ends => {
+                self.phase = Phase::Speaking { utt, pos: 0 };
+                Flow::Continue
+            }
+            _ => {
+                self.phase = Phase::Done;
+                Flow::HangUp
+            }
+        }
+    }
+
+    fn answered(&mut self, now: Instant, utt: usize, ended: Instant, first: Instant, last: Instant) {
+        let (ttfa, took) = (first - ended, last - ended);
+        let audio_ms = self.audio_ms(utt);
+        self.stats.turns.push(Turn {
+            at_s: self.measurements.elapsed_s(),
+            audio_ms,
+            ok: true,
+            rtf: ms(took) / audio_ms,
+            ttfa_ms: Some(ms(ttfa)),
+            turn_ms: Some(ms(took)),
+            ..Turn::default()
+        });
+        self.records.push(Record::ok(AI, TURN, took));
+        self.records.push(Record::ok(AI, TTFA, ttfa));
+        let _ = now;
+        self.phase = Phase::Playing;
+    }
+
+    /// A turn that got no (complete) answer.
+    fn turn_failed(&mut self, now: Instant, utt: usize, since: Instant, reason: &str) {
+        self.stats.turns.push(Turn {
+            at_s: self.measurements.elapsed_s(),
+            audio_ms: self.audio_ms(utt),
+            ok: false,
+            ..Turn::default()
+        });
+        self.stats.error(reason);
+        self.records.push(Record::failed(
+            AI,
+            TURN,
+            now.saturating_duration_since(since),
+            &call::Failure::new(reason),
+        ));
+    }
+}
+
+impl Script for Conversation {
+    fn begin(&mut self, now: Instant) {
+        self.stats.calls += 1;
+        self.ends = Some(now + self.duration);
+        // The caller listens a moment after pick-up, as between turns.
+        self.phase = Phase::Pausing {
+            until: now + pause(self.no_wait),
+        };
+    }
+
+    fn next_frame(&mut self, now: Instant) -> Option<&[u8]> {
+        let Phase::Speaking { utt, pos } = self.phase else {
+            return None;
+        };
+        let len = self.utterances[utt].mulaw.len();
+        let end = (pos + FRAME_BYTES).min(len);
+        self.phase = if end >= len {
+            Phase::Waiting {
+                utt,
+                ended: now,
+                first: None,
+                last: None,
+            }
+        } else {
+            Phase::Speaking { utt, pos: end }
+        };
+        Some(&self.utterances[utt].mulaw[pos..end])
+    }
+
+    fn heard(&mut self, now: Instant, what: Heard) {
+        match (self.phase, what) {
+            (
+                Phase::Waiting {
+                    utt, ended, first, ..
+                },
+                Heard::Audio(_),
+            ) => {
+                self.phase = Phase::Waiting {
+                    utt,
+                    ended,
+                    first: first.or(Some(now)),
+                    last: Some(now),
+                };
+            }
+            (
+                Phase::Waiting {
+                    utt,
+                    ended,
+                    first: Some(first),
+                    last: Some(last),
+                },
+                Heard::Mark,
+            ) => self.answered(now, utt, ended, first, last),
+            (Phase::Playing, Heard::Played) => {
+                self.phase = Phase::Pausing {
+                    until: now + pause(self.no_wait),
+                };
+            }
+            _ => {}
+        }
+    }
+
+    fn poll(&mut self, now: Instant) -> Flow {
+        if self.ends.is_some_and(|e| now >= e + TURN_TIMEOUT) {
+            // Past the call's end with an answer still playing: enough.
+            self.phase = Phase::Done;
+        }
+        match self.phase {
+            Phase::Done => Flow::HangUp,
+            Phase::Pausing { until } if now >= until => self.next_turn(now),
+            Phase::Waiting {
+                utt, ended, first, ..
+            } if now >= ended + TURN_TIMEOUT => {
+                let reason = if first.is_some() {
+                    "answer not finished within 15s"
+                } else {
+                    "no answer within 15s"
+                };
+                self.turn_failed(now, utt, ended, reason);
+                self.phase = Phase::Pausing {
+                    until: now + pause(self.no_wait),
+                };
+                Flow::Continue
+            }
+            _ => Flow::Continue,
+        }
+    }
+
+    fn deadline(&self) -> Option<Instant> {
+        let hard_stop = self.ends.map(|e| e + TURN_TIMEOUT);
+        let phase = match self.phase {
+            Phase::Pausing { until } => Some(until),
+            Phase::Waiting { ended, .. } => Some(ended + TURN_TIMEOUT),
+            _ => None,
+        };
+        phase.into_iter().chain(hard_stop).min()
+    }
+
+    fn end(&mut self, failure: Option<&call::Failure>) {
+        if let Some(f) = failure {
+            let now = Instant::now();
+            match self.phase {
+                Phase::Speaking { utt, .. } => self.turn_failed(now, utt, now, &f.reason),
+                Phase::Waiting { utt, ended, .. } => self.turn_failed(now, utt, ended, &f.reason),
+                // The call as a whole failed (to connect, or between turns).
+                _ => self.stats.error(f.reason.clone()),
+            }
+        }
+        // A turn cut short by a hang-up (the run ending) is not counted.
+        self.phase = Phase::Idle;
+        self.ends = None;
+    }
+
+    fn flush(&mut self, measurements: &Measurements, records: &mut Vec<Record>) {
+        if self.stats.calls > 0 || !self.stats.turns.is_empty() || !self.stats.errors.is_empty() {
+            measurements.add_ai(&std::mem::take(&mut self.stats));
+        }
+        records.append(&mut self.records);
+    }
+}
+
+fn new_conversation(shared: &Shared) -> Line<Conversation> {
+    let script = Conversation {
+        utterances: shared.utterances.clone(),
+        measurements: shared.measurements.clone(),
+        duration: shared.plan.ai_call_duration,
+        no_wait: shared.plan.no_wait,
+        ends: None,
+        phase: Phase::Idle,
+        stats: AiStats::default(),
+        records: Vec::new(),
+    };
+    Line::new(script, &NAMES)
+}
+
+/// One mock turn: the model's stage latencies, slept one stage after the other.
+#[derive(Debug)]
+struct MockTurn {
+    audio_ms: u64,
+    planned: [Duration; 3],
+    took: [Duration; 3],
+    stage: usize,
+    stage_started: Instant,
+}
+
+impl MockTurn {
+    /// The original mock's turn: a random utterance and audio duration, the SPEC latency model.
+    fn new(now: Instant) -> MockTurn {
+        let rng = &mut rand::rng();
+        let text = ai_model::UTTERANCES.choose(rng).copied().unwrap_or("Ja.");
+        let audio_ms = ai_model::AUDIO_DURATIONS_MS.choose(rng).copied().unwrap_or(1000);
+        let answer = ai_model::answer_text(text);
+        let StageLatencies { stt, llm, tts } = ai_model::latencies(rng, audio_ms as f64, text, &answer, 1.0);
+        MockTurn {
+            audio_ms,
+            planned: [stt, llm, tts],
+            took: [Duration::ZERO; 3],
+            stage: 0,
+            stage_started: now,
+        }
+    }
+
+    fn stage_ends(&self) -> Instant {
+        self.stage_started + self.planned[self.stage]
+    }
+}
+
+#[derive(Debug)]
+enum MockPhase {
+    Pausing { until: Instant },
+    Turn(MockTurn),
+}
+
+/// The mock-mode caller: no server, the pipeline's latencies slept in process.
+struct Mock {
+    measurements: Arc<Measurements>,
+    duration: Duration,
+    no_wait: bool,
+    /// When the current call began.
+    call: Option<Instant>,
+    phase: MockPhase,
+    stats: AiStats,
+    records: Vec<Record>,
+}
+
+impl Mock {
+    /// Runs the mock for at most one slice.
+    async fn step(&mut self) {
+        let slice_end = Instant::now() + SLICE;
+        loop {
+            let now = Instant::now();
+            if now >= slice_end {
+                return;
+            }
+            let Some(call) = self.call else {
+                self.call = Some(now);
+                self.stats.calls += 1;
+                self.phase = MockPhase::Pausing {
+                    until: now + pause(self.no_wait),
+                };
+                continue;
+            };
+            let wake = match &mut self.phase {
+                MockPhase::Pausing { until } if now >= *until => {
+                    if now >= call + self.duration {
+                        self.records.push(Record::ok(AI, MOCK_CALL, now - call));
+                        self.call = None;
+                    } else {
+                        self.phase = MockPhase::Turn(MockTurn::new(now));
+                    }
+                    continue;
+                }
+                MockPhase::Pausing { until } => *until,
+                MockPhase::Turn(turn) if now >= turn.stage_ends() => {
+                    turn.took[turn.stage] = now - turn.stage_started;
+                    turn.stage += 1;
+                    turn.stage_started = now;
+                    if turn.stage == STAGES.len() {
+                        self.turn_done(now);
+                    }
+                    continue;
+                }
+                MockPhase::Turn(turn) => turn.stage_ends(),
+            };
+            tokio::time::sleep_until(wake.min(slice_end)).await;
+        }
+    }
+
+    fn turn_done(&mut self, now: Instant) {
+        let MockPhase::Turn(turn) = &self.phase else {
+            return;
+        };
+        let total: Duration = turn.took.iter().sum();
+        self.stats.turns.push(Turn {
+            at_s: self.measurements.elapsed_s(),
+            audio_ms: turn.audio_ms as f64,
+            ok: true,
+            rtf: ms(total) / turn.audio_ms as f64,
+            stt_ms: Some(ms(turn.took[0])),
+            llm_ms: Some(ms(turn.took[1])),
+            tts_ms: Some(ms(turn.took[2])),
+            ..Turn::default()
+        });
+        for (stage, took) in STAGES.iter().zip(turn.took) {
+            self.records.push(Record::ok(AI, stage, took));
+        }
+        self.records.push(Record::ok(AI, TURN, total));
+        self.phase = MockPhase::Pausing {
+            until: now + pause(self.no_wait),
+        };
+    }
+
+    /// The run is ending: the call in progress ends with it (an unfinished turn is not counted).
+    fn stop(&mut self) {
+        if let Some(call) = self.call.take() {
+            self.records.push(Record::ok(AI, MOCK_CALL, call.elapsed()));
+        }
+    }
+
+    async fn flush(&mut self, user: &mut GooseUser) -> TransactionResult {
+        if self.stats.calls > 0 || !self.stats.turns.is_empty() {
+            self.measurements.add_ai(&std::mem::take(&mut self.stats));
+        }
+        call::record_all(user, &mut self.records).await
+    }
+}
+
+fn new_mock(shared: &Shared) -> Mock {
+    Mock {
+        measurements: shared.measurements.clone(),
+        duration: shared.plan.ai_call_duration,
+        no_wait: shared.plan.no_wait,
+        call: None,
+        phase: MockPhase::Pausing {
+            until: Instant::now(),
+        },
+        stats: AiStats::default(),
+        records: Vec::new(),
+    }
+}
+
+async fn mock_step(user: &mut GooseUser, shared: &Shared) -> TransactionResult {
+    let mock = call::session(user, || new_mock(shared));
+    let mut mock = mock.lock().await;
+    mock.step().await;
+    mock.flush(user).await
+}
+
+async fn mock_stop(user: &mut GooseUser) -> TransactionResult {
+    let Some(mock) = user.get_session_data::<call::Session<Mock>>().cloned() else {
+        return Ok(());
+    };
+    let mut mock = mock.lock().await;
+    mock.stop();
+    mock.flush(user).await
+}
+
+fn invalid(option: &str, value: String, detail: &str) -> GooseError {
+    GooseError::InvalidOption {
+        option: option.into(),
+        value,
+        detail: detail.into(),
+    }
+}
+
+/// Checks what a stream-mode AI call needs: something to say, and time to say it.
+fn check_stream(shared: &Shared) -> Result<(), GooseError> {
+    if shared.utterances.is_empty() {
+        return Err(invalid(
+            "--audio-dir",
+            "0 utterances".into(),
+            "AI calls need at least one utterance",
+        ));
+    }
+    if let Some(u) = shared.utterances.iter().find(|u| u.mulaw.is_empty()) {
+        return Err(invalid(
+            "--audio-dir",
+            u.text.clone(),
+            "an utterance has no audio",
+        ));
+    }
+    Ok(())
+}
+
+/// The "AI call" scenario, in the plan's `ai_mode`. Register it with weight = the number of
+/// concurrent AI calls.
+pub fn ai_call(shared: &Arc<Shared>) -> Result<Scenario, GooseError> {
+    if shared.plan.ai_call_duration.is_zero() {
+        return Err(invalid(
+            "ai_calls.duration",
+            "0s".into(),
+            "an AI call must last at least one second",
+        ));
+    }
+    let scenario = Scenario::new(SCENARIO);
+    Ok(match shared.plan.ai_mode {
+        AiMode::Stream => {
+            check_stream(shared)?;
+            let talk = call::transaction(shared, "talk", |user, shared| {
+                Box::pin(async move { Line::step(user, &shared, || new_conversation(&shared)).await })
+            });
+            let hang_up = call::transaction(shared, "hang up", |user, shared| {
+                Box::pin(async move { Line::<Conversation>::stop(user, &shared).await })
+            })
+            .set_on_stop();
+            scenario.register_transaction(talk).register_transaction(hang_up)
+        }
+        AiMode::Mock => {
+            let talk = call::transaction(shared, "talk", |user, shared| {
+                Box::pin(async move { mock_step(user, &shared).await })
+            });
+            let hang_up =
+                call::transaction(shared, "hang up", |user, _shared| Box::pin(mock_stop(user))).set_on_stop();
+            scenario.register_transaction(talk).register_transaction(hang_up)
+        }
+    })
+}
