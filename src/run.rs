@@ -25,7 +25,11 @@ pub async fn run(load: LoadOptions, goose: GooseConfiguration) -> i32 {
 }
 
 /// As [`run`], with the user's own post-run hooks after the built-in analysis.
-pub async fn run_with_hooks(load: LoadOptions, goose: GooseConfiguration, hooks: Vec<Box<dyn PostRunHook>>) -> i32 {
+pub async fn run_with_hooks(
+    load: LoadOptions,
+    goose: GooseConfiguration,
+    hooks: Vec<Box<dyn PostRunHook>>,
+) -> i32 {
     interrupt::install();
     let prepared = match prepare(&load, goose).await {
         Ok(p) => p,
@@ -78,7 +82,11 @@ async fn prepare(load: &LoadOptions, goose: GooseConfiguration) -> Result<Prepar
         users: goose.users,
         ws_connections: load.ws_connections,
         ai_calls: load.ai_calls,
-        skips: Skips { api: load.skip_api, ws: load.skip_ws, ai: load.skip_ai },
+        skips: Skips {
+            api: load.skip_api,
+            ws: load.skip_ws,
+            ai: load.skip_ai,
+        },
     };
     let plan = RunPlan::new(profile, &overrides, load.ai_mode, load.no_wait)?;
     if let Some(path) = &load.output {
@@ -113,14 +121,25 @@ async fn prepare(load: &LoadOptions, goose: GooseConfiguration) -> Result<Prepar
         }
         None if needs_server => {
             let sim = SimulatorProcess::start(&[]).await?;
-            println!("Started the built-in Phone Agent simulator at {} (pid {})", sim.url, sim.pid);
+            println!(
+                "Started the built-in Phone Agent simulator at {} (pid {})",
+                sim.url, sim.pid
+            );
             memory_target.get_or_insert(MemoryTarget::Pid(sim.pid));
             (sim.url.clone(), Some(sim))
         }
         // Mock-mode AI calls alone talk to no server; Goose still wants a host.
         None => ("http://127.0.0.1".to_string(), None),
     };
-    Ok(Prepared { plan, test_plan_given: load.test_plan_given, goose, host, simulator, memory_target, utterances: Arc::new(utterances) })
+    Ok(Prepared {
+        plan,
+        test_plan_given: load.test_plan_given,
+        goose,
+        host,
+        simulator,
+        memory_target,
+        utterances: Arc::new(utterances),
+    })
 }
 
 /// Runs the Goose attack and gathers what the post-run hook needs, whatever happens.
@@ -148,8 +167,10 @@ async fn attack(p: Prepared) -> RunRecord {
                 match result {
                     Ok(metrics) => goose_metrics = Some(metrics),
                     Err(GooseError::ThresholdsFailed { failed, metrics }) => {
-                        let rules: Vec<String> =
-                            failed.iter().map(|r| format!("{} (observed {})", r.rule, r.observed)).collect();
+                        let rules: Vec<String> = failed
+                            .iter()
+                            .map(|r| format!("{} (observed {})", r.rule, r.observed))
+                            .collect();
                         if goose::is_killswitch_triggered() && interrupt::reason().is_none() {
                             interrupt_reason = Some(format!("threshold failed: {}", rules.join("; ")));
                         } else {
@@ -194,7 +215,11 @@ async fn attack(p: Prepared) -> RunRecord {
 }
 
 /// Tells the memory sampler when every user has started, so "initial" memory excludes the ramp.
-fn ramp_watch(plan: &RunPlan, goose: &GooseConfiguration, sampler: &MemorySampler) -> tokio::task::JoinHandle<()> {
+fn ramp_watch(
+    plan: &RunPlan,
+    goose: &GooseConfiguration,
+    sampler: &MemorySampler,
+) -> tokio::task::JoinHandle<()> {
     let users = plan.users.total() as f64;
     let rate = goose
         .increase_rate
@@ -238,13 +263,19 @@ fn build_attack(p: &Prepared, shared: &Arc<Shared>) -> Result<GooseAttack, Goose
 /// Goose's `Display` hides the detail that says what to fix.
 fn describe_goose_error(e: &GooseError) -> String {
     match e {
-        GooseError::InvalidOption { option, value, detail } => format!("{option} {value}: {detail}"),
+        GooseError::InvalidOption {
+            option,
+            value,
+            detail,
+        } => format!("{option} {value}: {detail}"),
         GooseError::InvalidHost { host, detail, .. } => format!("--host {host}: {detail}"),
         GooseError::InvalidWaitTime { detail, .. }
         | GooseError::InvalidWeight { detail, .. }
         | GooseError::NoScenarios { detail }
         | GooseError::FeatureNotEnabled { detail, .. } => detail.clone(),
-        GooseError::Io(io) if io.kind() == std::io::ErrorKind::AddrInUse => format!("{io}: a port Goose needs is taken"),
+        GooseError::Io(io) if io.kind() == std::io::ErrorKind::AddrInUse => {
+            format!("{io}: a port Goose needs is taken")
+        }
         other => other.to_string(),
     }
 }

@@ -87,32 +87,16 @@ fn input_folders_name_known_targets() {
         };
         for entry in entries {
             let path = entry.expect("read a fuzz folder").path();
-            let name = path.file_name().unwrap_or_default().to_string_lossy().into_owned();
+            let name = path
+                .file_name()
+                .unwrap_or_default()
+                .to_string_lossy()
+                .into_owned();
             assert!(
                 path.is_dir() && known.contains(&name.as_str()),
                 "fuzz/{kind}/{name} is not a fuzz target's folder (targets: {})",
                 known.join(", ")
             );
         }
-    }
-}
-
-#[test]
-fn tmp_seed_validity() {
-    use phone_agent_load::*;
-    for p in inputs("seeds", "twilio_event") {
-        let t = std::fs::read_to_string(&p).unwrap();
-        eprintln!("{}: {:?}", p.display(), twilio::Event::parse(&t).map(|e| e.name()));
-    }
-    for p in inputs("seeds", "wav") {
-        let t = std::fs::read(&p).unwrap();
-        eprintln!("{}: {:?}", p.display(), audio::decode_wav(&t).map(|e| e.len()));
-    }
-    for p in inputs("seeds", "profile") {
-        let t = std::fs::read_to_string(&p).unwrap();
-        eprintln!("{}: {:?}", p.display(), profile::Profile::parse("x", &t).map(|e| e.run_time));
-    }
-    for p in inputs("seeds", "results") {
-        eprintln!("{}: {:?}", p.display(), analysis::results::Results::read_json(&p).map(|e| e.profile));
     }
 }

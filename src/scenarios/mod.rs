@@ -26,11 +26,14 @@ pub struct Shared {
     pub utterances: Arc<Vec<Utterance>>,
 }
 
+/// Builds one kind's scenario.
+type BuildScenario = fn(&Arc<Shared>) -> Result<Scenario, GooseError>;
+
 /// Registers every kind of load the plan has users for, each weighted by its user count: with
 /// Goose's round-robin scheduler and `users` = the plan's total, each kind gets exactly its count.
 pub fn register(mut attack: GooseAttack, shared: &Arc<Shared>) -> Result<GooseAttack, GooseError> {
     let u = shared.plan.users;
-    let kinds: [(usize, fn(&Arc<Shared>) -> Result<Scenario, GooseError>); 5] = [
+    let kinds: [(usize, BuildScenario); 5] = [
         (u.api, api::api_user),
         (u.webhook, webhooks::webhook_user),
         (u.high_load, api::high_load_user),

@@ -160,7 +160,6 @@ fn router(sim: Arc<Sim>) -> Router {
         .route("/metrics", get(metrics_handler))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(64 * 1024))
-        .layer(axum::middleware::from_fn_with_state(sim.clone(), faults::front))
         .with_state(sim)
 }
 
@@ -210,7 +209,12 @@ pub async fn start(opts: ServeOptions) -> anyhow::Result<RunningSimulator> {
     });
     // Prepare the answer audio now rather than in the first call.
     std::sync::LazyLock::force(&voice::ANSWER_PAYLOADS);
-    let app = router(sim.clone()).into_make_service_with_connect_info::<SocketAddr>();
+    let front = faults::Front {
+        sim: sim.clone(),
+        router: router(sim.clone()),
+    };
+    let app =
+        axum::ServiceExt::<axum::extract::Request>::into_make_service_with_connect_info::<SocketAddr>(front);
     // Small writes (media frames, marks) must not wait for Nagle.
     let listener = listener.tap_io(|tcp| {
         let _ = tcp.set_nodelay(true);
