@@ -4,6 +4,7 @@
 //! documents it; the crate adds its options under their own help heading, and `--hatch-rate`
 //! (Goose <= 0.18) and `--spawn-rate` (Locust) are aliases of Goose's `--increase-rate`.
 
+use crate::analysis::verdicts::Status;
 use crate::plan::AiMode;
 use crate::simulator::ServeOptions;
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
@@ -38,13 +39,6 @@ pub struct Cli {
 pub enum Command {
     /// Run the built-in Phone Agent simulator alone (Ctrl-C stops it)
     Serve(ServeOptions),
-}
-
-/// Which verdict fails the run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum FailOn {
-    Warning,
-    Critical,
 }
 
 /// The options phone-agent-load adds to Goose's.
@@ -92,7 +86,7 @@ pub struct LoadOptions {
     pub server_metrics_url: Option<String>,
     /// Which verdict fails the run (exit status 2)
     #[arg(long, value_enum, default_value = "critical")]
-    pub fail_on: FailOn,
+    pub fail_on: Status,
     /// Switch the scenarios' wait times off (benchmarks, breaking-point searches)
     #[arg(long)]
     pub no_wait: bool,

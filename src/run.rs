@@ -4,8 +4,9 @@
 //! Every option and file is checked before any load starts; once the attack has started, the
 //! results are always written — at its end, on Ctrl-C, or when a threshold aborts it.
 
+use crate::analysis::verdicts::Status;
 use crate::analysis::{self, memory::MemorySampler, memory::MemoryTarget, PostRunHook, RunRecord};
-use crate::cli::{FailOn, LoadOptions};
+use crate::cli::LoadOptions;
 use crate::interrupt;
 use crate::measure::Measurements;
 use crate::plan::{AiMode, Overrides, RunPlan, Skips};
@@ -38,16 +39,23 @@ pub async fn run_with_hooks(
             return 1;
         }
     };
-    let fail_on = match load.fail_on {
-        FailOn::Warning => analysis::verdicts::Status::Warning,
-        FailOn::Critical => analysis::verdicts::Status::Critical,
-    };
     let record = attack(prepared).await;
-    let mut results = analysis::analyse(&record, &hooks);
+    conclude(&record, load.output.as_deref(), load.fail_on, &hooks)
+}
+
+/// The post-run hook and its outputs: analysis, summary, results file and HTML report; returns
+/// the exit status the verdicts call for.
+pub fn conclude(
+    record: &RunRecord,
+    output: Option<&Path>,
+    fail_on: Status,
+    hooks: &[Box<dyn PostRunHook>],
+) -> i32 {
+    let mut results = analysis::analyse(record, hooks);
     results.set_fail_on(fail_on);
     analysis::summary::print_summary(&results);
     let mut code = results.exit_code(fail_on);
-    if let Some(path) = &load.output {
+    if let Some(path) = output {
         match results.write_json(path) {
             Ok(()) => println!("Results written to {}", path.display()),
             Err(e) => {
@@ -65,18 +73,18 @@ pub async fn run_with_hooks(
 }
 
 /// What the run needs once everything is checked.
-struct Prepared {
-    plan: RunPlan,
-    test_plan_given: bool,
-    goose: GooseConfiguration,
-    host: String,
-    simulator: Option<SimulatorProcess>,
-    memory_target: Option<MemoryTarget>,
-    utterances: Arc<Vec<crate::audio::Utterance>>,
+pub struct Prepared {
+    pub plan: RunPlan,
+    pub test_plan_given: bool,
+    pub goose: GooseConfiguration,
+    pub host: String,
+    pub simulator: Option<SimulatorProcess>,
+    pub memory_target: Option<MemoryTarget>,
+    pub utterances: Arc<Vec<crate::audio::Utterance>>,
 }
 
 /// Checks every option and file, then the target; nothing has been sent to the target yet.
-async fn prepare(load: &LoadOptions, goose: GooseConfiguration) -> Result<Prepared> {
+pub async fn prepare(load: &LoadOptions, goose: GooseConfiguration) -> Result<Prepared> {
     let profile = Profile::load(&load.profile)?;
     let overrides = Overrides {
         users: goose.users,
@@ -143,7 +151,7 @@ async fn prepare(load: &LoadOptions, goose: GooseConfiguration) -> Result<Prepar
 }
 
 /// Runs the Goose attack and gathers what the post-run hook needs, whatever happens.
-async fn attack(p: Prepared) -> RunRecord {
+pub async fn attack(p: Prepared) -> RunRecord {
     let started = chrono::Utc::now();
     let clock = Instant::now();
     let measurements = Arc::new(Measurements::default());
