@@ -5,6 +5,7 @@
 //! (Goose <= 0.18) and `--spawn-rate` (Locust) are aliases of Goose's `--increase-rate`.
 
 use crate::analysis::verdicts::Status;
+use crate::gaggle::{GaggleOptions, MergeArgs};
 use crate::plan::AiMode;
 use crate::simulator::ServeOptions;
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
@@ -32,6 +33,9 @@ pub struct Cli {
     pub load: LoadOptions,
 
     #[command(flatten)]
+    pub gaggle: GaggleOptions,
+
+    #[command(flatten)]
     pub goose: GooseConfiguration,
 }
 
@@ -39,6 +43,8 @@ pub struct Cli {
 pub enum Command {
     /// Run the built-in Phone Agent simulator alone (Ctrl-C stops it)
     Serve(ServeOptions),
+    /// Merge the results files of independent runs exactly (counts summed, percentiles from histograms)
+    Merge(MergeArgs),
 }
 
 /// The options phone-agent-load adds to Goose's.
@@ -140,6 +146,13 @@ pub fn main() -> i32 {
                 1
             }
         },
+        Some(Command::Merge(args)) => crate::gaggle::merge_files(&args),
+        None if cli.gaggle.manager => {
+            runtime.block_on(crate::gaggle::manager::run(cli.load, cli.goose, cli.gaggle))
+        }
+        None if cli.gaggle.worker => {
+            runtime.block_on(crate::gaggle::worker::run(cli.load, cli.goose, cli.gaggle))
+        }
         None => runtime.block_on(crate::run::run(cli.load, cli.goose)),
     }
 }

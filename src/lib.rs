@@ -14,11 +14,13 @@
 //! - [`measure`]: what the scenarios measure beyond Goose's own metrics (frames, RTF, ...).
 //! - [`analysis`]: the post-run hook (RTF, memory, verdicts, results file, report).
 //! - [`simulator`]: the built-in Phone Agent used by default, by `serve` and by the tests.
+//! - [`gaggle`]: distributed runs: a manager, its workers, and exact merging of results.
 
 pub mod ai_model;
 pub mod analysis;
 pub mod audio;
 pub mod cli;
+pub mod gaggle;
 pub mod interrupt;
 pub mod measure;
 pub mod plan;

@@ -10,6 +10,7 @@
 //!
 //! Silent calls are the common case, so a `media` frame costs a borrowed JSON parse, a base64
 //! decode into a reused buffer and a table-driven RMS: no allocation, no timer, no lock.
+//! `--drop-rate` drops a call by resetting its TCP connection, with no close frame.
 
 use super::api::detail;
 use super::stats::Fault;
@@ -21,6 +22,7 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use futures_util::{SinkExt, StreamExt};
+use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
 use rand::Rng;
 use serde::de::{self, Deserializer, Visitor};
@@ -31,6 +33,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -44,10 +47,11 @@ const MAX_MESSAGE: usize = 64 * 1024;
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
 const SEND_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Small buffers: thousands of mostly silent calls must stay cheap.
+/// Small buffers: thousands of mostly silent calls must stay cheap. (tungstenite zero-fills
+/// the read buffer before each read, so its size is paid per frame, not just per call.)
 fn ws_config() -> WebSocketConfig {
     WebSocketConfig::default()
-        .read_buffer_size(4 * 1024)
+        .read_buffer_size(1024)
         .write_buffer_size(16 * 1024)
         .max_write_buffer_size(1024 * 1024)
         .max_message_size(Some(MAX_MESSAGE))
@@ -84,9 +88,9 @@ pub(crate) async fn media_stream(
     tokio::spawn(async move {
         match on_upgrade.await {
             Ok(upgraded) => {
-                let io = TokioIo::new(upgraded);
-                let ws = WebSocketStream::from_raw_socket(io, Role::Server, Some(ws_config())).await;
-                Session::new(&slot.sim).run(ws, slot.shutdown).await;
+                Session::new(&slot.sim)
+                    .run_upgraded(upgraded, slot.shutdown)
+                    .await
             }
             Err(_) => {
                 slot.sim.stats.streams.closed_without_stop.fetch_add(1, Relaxed);
@@ -325,7 +329,38 @@ fn sequence_number<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Er
     d.deserialize_any(NumOrStr)
 }
 
+/// A connection that can be made to end with a reset rather than a clean FIN.
+trait Abortable {
+    fn reset_on_drop(&self) {}
+}
+
+impl Abortable for TcpStream {
+    fn reset_on_drop(&self) {
+        let _ = self.set_zero_linger();
+    }
+}
+
+impl Abortable for TokioIo<Upgraded> {}
+
 impl Session {
+    /// Runs on the plain TCP stream under hyper's upgrade when it is one (as under
+    /// `axum::serve`): no dynamic dispatch per read, and a drop can reset the connection.
+    async fn run_upgraded(self, upgraded: Upgraded, shutdown: oneshot::Receiver<()>) {
+        match upgraded.downcast::<TokioIo<TcpStream>>() {
+            Ok(parts) => {
+                let (tcp, early) = (parts.io.into_inner(), parts.read_buf.to_vec());
+                let ws =
+                    WebSocketStream::from_partially_read(tcp, early, Role::Server, Some(ws_config())).await;
+                self.run(ws, shutdown).await
+            }
+            Err(upgraded) => {
+                let io = TokioIo::new(upgraded);
+                let ws = WebSocketStream::from_raw_socket(io, Role::Server, Some(ws_config())).await;
+                self.run(ws, shutdown).await
+            }
+        }
+    }
+
     fn new(sim: &Arc<Sim>) -> Session {
         let mut rng = rand::rng();
         let drop_at = (sim.opts.drop_rate > 0.0 && rng.random_bool(sim.opts.drop_rate))
@@ -347,7 +382,7 @@ impl Session {
 
     async fn run<S>(mut self, mut ws: WebSocketStream<S>, mut shutdown: oneshot::Receiver<()>)
     where
-        S: AsyncRead + AsyncWrite + Unpin,
+        S: AsyncRead + AsyncWrite + Unpin + Abortable,
     {
         // One timer for the session, re-armed only when a deadline comes earlier than the armed
         // one; a timer that fires early just re-arms (the VAD deadline moves on every voiced frame).
@@ -670,7 +705,7 @@ impl Session {
 
     async fn finish<S>(self, mut ws: WebSocketStream<S>, end: End)
     where
-        S: AsyncRead + AsyncWrite + Unpin,
+        S: AsyncRead + AsyncWrite + Unpin + Abortable,
     {
         let streams = &self.sim.stats.streams;
         let (code, reason) = match end {
@@ -690,8 +725,9 @@ impl Session {
             }
             End::Shutdown => (CloseCode::Away, "server shutting down"),
             End::Dropped => {
-                // Abruptly: no close frame, the TCP connection just ends.
+                // Abruptly: no close frame, the TCP connection is reset.
                 streams.dropped.fetch_add(1, Relaxed);
+                ws.get_ref().reset_on_drop();
                 return;
             }
             End::Gone => {
