@@ -72,6 +72,10 @@ struct Step {
     skipped: u64,
     kib_per_call: f64,
     failed: u64,
+    /// CPU time this process used per frame sent during the hold (all its threads).
+    cpu_us_per_frame: f64,
+    /// Share of one core this process used during the hold.
+    cpu_pct: f64,
 }
 
 impl Step {
@@ -184,11 +188,11 @@ async fn run_step(args: &Args, host: &str, calls: usize, baseline_kib: u64) -> R
     }
     tokio::time::sleep(settle).await;
     let before = shared.measurements.snapshot().streams;
-    let started = Instant::now();
+    let (started, cpu_before) = (Instant::now(), cpu_time());
     tokio::time::sleep(hold).await;
     let rss = rss_kib();
     let after = shared.measurements.snapshot().streams;
-    let held = started.elapsed();
+    let (held, cpu) = (started.elapsed(), cpu_time() - cpu_before);
 
     let limit = ramp + settle + hold + Duration::from_secs(60);
     match tokio::time::timeout(limit, run).await {
@@ -226,6 +230,8 @@ fn measure(calls: usize, before: &StreamStats, after: &StreamStats, held: Durati
         skipped: after.frames_skipped - before.frames_skipped,
         kib_per_call: kib as f64 / calls as f64,
         failed: after.calls_failed,
+        cpu_us_per_frame: 0.0,
+        cpu_pct: 0.0,
     }
 }
 
@@ -249,7 +255,8 @@ fn histogram_delta(after: &Histogram, before: &Histogram) -> Histogram {
 
 fn print_step(s: &Step) {
     println!(
-        "{:>6} calls ({} up, {} failed): {:>5.2} frames/s per call, {:>6.2}% on time (<= {} ms late), lateness p50 {:.2} ms p99 {:.2} ms max {:.1} ms, {} skipped, {:.1} KiB RSS per call{}",
+        "{:>6} calls ({} up, {} failed): {:.2} frames/s per call, {:.2}% on time (<= {} ms late), \
+         lateness p50 {:.2} ms p99 {:.2} ms max {:.1} ms, {} skipped, {:.1} KiB RSS per call{}",
         s.calls,
         s.connected,
         s.failed,
@@ -262,6 +269,12 @@ fn print_step(s: &Step) {
         s.skipped,
         s.kib_per_call,
         if s.meets_target() { "  [meets target]" } else { "" }
+    );
+    // CPU per frame is what the core can afford, whatever else shared it during the step.
+    let capacity = 1e6 / (s.cpu_us_per_frame * FRAMES_PER_SEC);
+    println!(
+        "        CPU {:.0}% of a core, {:.2} us per frame sent: one idle core affords ~{:.0} calls",
+        s.cpu_pct, s.cpu_us_per_frame, capacity
     );
 }
 
@@ -404,6 +417,18 @@ fn raise_fd_limit() {
             let _ = libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
         }
     }
+}
+
+/// CPU time (user + system) this process has used, all threads.
+fn cpu_time() -> Duration {
+    // SAFETY: getrusage fills a valid, zeroed struct.
+    let usage = unsafe {
+        let mut u: libc::rusage = std::mem::zeroed();
+        libc::getrusage(libc::RUSAGE_SELF, &mut u);
+        u
+    };
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    tv(usage.ru_utime) + tv(usage.ru_stime)
 }
 
 /// This process's resident memory, in KiB.

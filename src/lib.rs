@@ -15,6 +15,7 @@
 //! - [`analysis`]: the post-run hook (RTF, memory, verdicts, results file, report).
 //! - [`simulator`]: the built-in Phone Agent used by default, by `serve` and by the tests.
 //! - [`gaggle`]: distributed runs: a manager, its workers, and exact merging of results.
+//! - [`webui`]: Goose's dashboard as the web UI at :5116, with the Locust workflow.
 
 pub mod ai_model;
 pub mod analysis;
@@ -30,3 +31,4 @@ pub mod scenarios;
 pub mod simulator;
 pub mod target;
 pub mod twilio;
+pub mod webui;

@@ -251,6 +251,14 @@ impl Measurements {
         self.ai.lock().unwrap_or_else(|e| e.into_inner()).merge(a);
     }
 
+    /// Everything measured so far, leaving the tallies empty (a new run started from the web UI).
+    pub fn take(&self) -> Snapshot {
+        Snapshot {
+            streams: std::mem::take(&mut *self.streams.lock().unwrap_or_else(|e| e.into_inner())),
+            ai: std::mem::take(&mut *self.ai.lock().unwrap_or_else(|e| e.into_inner())),
+        }
+    }
+
     pub fn snapshot(&self) -> Snapshot {
         Snapshot {
             streams: self.streams.lock().unwrap_or_else(|e| e.into_inner()).clone(),

@@ -13,10 +13,11 @@ use crate::plan::{AiMode, Overrides, RunPlan, Skips};
 use crate::profile::Profile;
 use crate::scenarios::{self, Shared};
 use crate::target::{self, SimulatorProcess};
+use crate::webui::{self, WebUi};
 use anyhow::{Context, Result};
 use goose::config::GooseConfiguration;
 use goose::prelude::*;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -39,8 +40,21 @@ pub async fn run_with_hooks(
             return 1;
         }
     };
-    let record = attack(prepared).await;
-    conclude(&record, load.output.as_deref(), load.fail_on, &hooks)
+    let session = prepared
+        .webui
+        .as_ref()
+        .filter(|ui| ui.interactive())
+        .map(|_| (load.output.clone(), load.fail_on));
+    let (record, page_runs) = attack_session(prepared, session).await;
+    match page_runs {
+        // Runs started from the page were each concluded when they ended.
+        Some((0, _)) => {
+            println!("No run was started from the web UI.");
+            0
+        }
+        Some((_, worst)) => worst,
+        None => conclude(&record, load.output.as_deref(), load.fail_on, &hooks),
+    }
 }
 
 /// The post-run hook and its outputs: analysis, summary, results file and HTML report; returns
@@ -81,10 +95,21 @@ pub struct Prepared {
     pub simulator: Option<SimulatorProcess>,
     pub memory_target: Option<MemoryTarget>,
     pub utterances: Arc<Vec<crate::audio::Utterance>>,
+    /// The web UI, unless `--headless`.
+    pub webui: Option<WebUi>,
 }
 
 /// Checks every option and file, then the target; nothing has been sent to the target yet.
 pub async fn prepare(load: &LoadOptions, goose: GooseConfiguration) -> Result<Prepared> {
+    let mut goose = goose;
+    let webui = webui::configure(&mut goose, load.headless)?;
+    if let Some(ui) = &webui {
+        ui.check_port()?;
+        println!("Web UI: {}", ui.url);
+        if ui.interactive() {
+            println!("Waiting for Start on the web UI (set users, rate and run time there); Ctrl-C quits.");
+        }
+    }
     let profile = Profile::load(&load.profile)?;
     let overrides = Overrides {
         users: goose.users,
@@ -147,11 +172,23 @@ pub async fn prepare(load: &LoadOptions, goose: GooseConfiguration) -> Result<Pr
         simulator,
         memory_target,
         utterances: Arc::new(utterances),
+        webui,
     })
 }
 
 /// Runs the Goose attack and gathers what the post-run hook needs, whatever happens.
 pub async fn attack(p: Prepared) -> RunRecord {
+    attack_session(p, None).await.0
+}
+
+/// As [`attack`]; with `session` (`--no-autostart`: the results file and fail-on of runs started
+/// from the web UI) each run started from the page is concluded when it ends, and the number of
+/// such runs and their worst exit status come back too.
+async fn attack_session(
+    p: Prepared,
+    session: Option<(Option<PathBuf>, Status)>,
+) -> (RunRecord, Option<(i32, i32)>) {
+
     let started = chrono::Utc::now();
     let clock = Instant::now();
     let measurements = Arc::new(Measurements::default());
@@ -162,6 +199,7 @@ pub async fn attack(p: Prepared) -> RunRecord {
     });
     let sampler = MemorySampler::start(p.memory_target.clone(), Duration::from_secs(1));
     let mut interrupt_reason = interrupt::reason();
+    let mut page_runs = None;
     let mut goose_metrics = None;
     let mut failure = None;
     if interrupt_reason.is_none() {
@@ -170,8 +208,20 @@ pub async fn attack(p: Prepared) -> RunRecord {
             Err(e) => failure = Some(describe_goose_error(&e)),
             Ok(attack) => {
                 let watcher = interrupt::forward_to_goose();
+                let page = p.webui.clone().map(|ui| {
+                    let runs = session.clone().map(|(output, fail_on)| webui::SessionRuns {
+                        plan: p.plan.clone(),
+                        host: p.host.clone(),
+                        measurements: measurements.clone(),
+                        memory_target: p.memory_target.clone(),
+                        output,
+                        fail_on,
+                    });
+                    webui::Watcher::start(ui, runs)
+                });
                 let result = attack.execute().await;
                 watcher.abort();
+                page_runs = page.map(|w| w.stop()).filter(|_| session.is_some());
                 match result {
                     Ok(metrics) => goose_metrics = Some(metrics),
                     Err(GooseError::ThresholdsFailed { failed, metrics }) => {
@@ -209,7 +259,7 @@ pub async fn attack(p: Prepared) -> RunRecord {
         eprintln!("error: the load test could not run: {why}");
         interrupt_reason.get_or_insert(format!("Goose failed: {why}"));
     }
-    RunRecord {
+    let record = RunRecord {
         plan: p.plan,
         host: p.host,
         started,
@@ -219,7 +269,8 @@ pub async fn attack(p: Prepared) -> RunRecord {
         goose: goose_metrics,
         measured: measurements.snapshot(),
         memory,
-    }
+    };
+    (record, page_runs)
 }
 
 /// Tells the memory sampler when every user has started, so "initial" memory excludes the ramp.

@@ -3,7 +3,8 @@
 //! Records are compact (numbers as integers, enums as bytes) so a full store of 100,000 calls
 //! stays around 20 MB, and they render themselves as JSON without an intermediate `Value`.
 
-use std::collections::{HashMap, VecDeque};
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::fmt::Write;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
@@ -178,20 +179,24 @@ impl Store {
 
     /// The newest `limit` calls matching `filter`, newest first.
     pub(crate) fn list(&self, filter: Filter, limit: usize) -> Vec<Call> {
-        let mut found = Vec::with_capacity(limit * 2);
+        let mut found: Vec<Call> = Vec::with_capacity(limit * 2);
+        // The `limit` newest sequence numbers seen so far (a min-heap): a shard's calls are in
+        // creation order, so its scan stops at the first call older than all of those.
+        let mut newest: BinaryHeap<Reverse<u64>> = BinaryHeap::with_capacity(limit + 1);
         for shard in &self.shards {
             let shard = shard.lock().unwrap_or_else(|e| e.into_inner());
-            found.extend(
-                shard
-                    .calls
-                    .iter()
-                    .rev()
-                    .filter(|c| filter.matches(c))
-                    .take(limit)
-                    .cloned(),
-            );
+            for call in shard.calls.iter().rev().filter(|c| filter.matches(c)) {
+                if newest.len() == limit && newest.peek().is_some_and(|Reverse(s)| call.seq < *s) {
+                    break;
+                }
+                found.push(call.clone());
+                newest.push(Reverse(call.seq));
+                if newest.len() > limit {
+                    newest.pop();
+                }
+            }
         }
-        found.sort_unstable_by_key(|c| std::cmp::Reverse(c.seq));
+        found.sort_unstable_by_key(|c| Reverse(c.seq));
         found.truncate(limit);
         found
     }
@@ -205,16 +210,13 @@ fn new_id() -> u128 {
 
 /// Formats an id as a UUID (8-4-4-4-12 lowercase hex).
 pub(crate) fn format_id(id: u128, out: &mut String) {
-    let hex = format!("{id:032x}");
-    let _ = write!(
-        out,
-        "{}-{}-{}-{}-{}",
-        &hex[0..8],
-        &hex[8..12],
-        &hex[12..16],
-        &hex[16..20],
-        &hex[20..32]
-    );
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    for i in 0..32 {
+        if matches!(i, 8 | 12 | 16 | 20) {
+            out.push('-');
+        }
+        out.push(HEX[((id >> (124 - 4 * i)) & 0xF) as usize] as char);
+    }
 }
 
 /// Parses a UUID as formatted by [`format_id`] (either case); anything else is no id of ours.
@@ -264,10 +266,33 @@ impl Call {
     }
 }
 
+/// Writes a Unix time in ms as RFC 3339 UTC with milliseconds (`2025-01-31T12:00:00.000Z`),
+/// by hand: a list of 50 calls writes 100 of these.
 fn write_time(ms: i64, out: &mut String) {
-    if let Some(t) = chrono::DateTime::from_timestamp_millis(ms) {
-        let _ = write!(out, "{}", t.format("%Y-%m-%dT%H:%M:%S%.3fZ"));
-    }
+    let (days, ms_of_day) = (ms.div_euclid(86_400_000), ms.rem_euclid(86_400_000));
+    let (year, month, day) = civil_from_days(days);
+    let _ = write!(
+        out,
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        ms_of_day / 3_600_000,
+        ms_of_day / 60_000 % 60,
+        ms_of_day / 1000 % 60,
+        ms_of_day % 1000
+    );
+}
+
+/// Days since 1970-01-01 to (year, month, day), proleptic Gregorian (Howard Hinnant's algorithm).
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let year = yoe + era * 400 + (month <= 2) as i64;
+    (year, month, day)
 }
 
 #[cfg(test)]
@@ -297,6 +322,44 @@ mod tests {
         }
         assert_eq!(parse_id("nope"), None);
         assert_eq!(parse_id("zzzzzzzz-zzzz-zzzz-zzzz-zzzzzzzzzzzz"), None);
+    }
+
+    #[test]
+    fn times_match_chrono() {
+        for ms in [
+            0,
+            1,
+            951_782_400_000,
+            1_709_210_096_789,
+            4_102_444_799_999,
+            1_234_567_890_123,
+        ] {
+            let mut mine = String::new();
+            write_time(ms, &mut mine);
+            let chrono = chrono::DateTime::from_timestamp_millis(ms).unwrap();
+            assert_eq!(mine, chrono.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string());
+        }
+    }
+
+    #[test]
+    fn lists_match_a_full_sort() {
+        let store = Store::new(10_000);
+        for i in 0..2_000u32 {
+            store.create(new_call((i % 3) as u8), i as i64);
+        }
+        for (industry, limit) in [(None, 1), (None, 50), (Some(1), 100), (Some(3), 10)] {
+            let filter = Filter {
+                industry,
+                status: None,
+            };
+            let got: Vec<i64> = store.list(filter, limit).iter().map(|c| c.created_ms).collect();
+            let want: Vec<i64> = (0..2_000i64)
+                .rev()
+                .filter(|i| industry.is_none_or(|ind| (i % 3) as u8 == ind))
+                .take(limit)
+                .collect();
+            assert_eq!(got, want, "{industry:?} {limit}");
+        }
     }
 
     #[test]
