@@ -57,6 +57,16 @@ struct Args {
     /// Run the simulator inside this process (on the other cores) instead of as a child process
     #[arg(long)]
     in_process_sim: bool,
+    /// The generator's Tokio runtime: one thread (`current`), or the multi-threaded scheduler
+    /// with one worker (`multi`, as the CLI's runtime is built)
+    #[arg(long, value_enum, default_value = "current")]
+    runtime: Flavor,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Flavor {
+    Current,
+    Multi,
 }
 
 /// One step's figures.
@@ -76,6 +86,8 @@ struct Step {
     cpu_us_per_frame: f64,
     /// Share of one core this process used during the hold.
     cpu_pct: f64,
+    /// Share of that spent in the kernel.
+    kernel_pct: f64,
 }
 
 impl Step {
@@ -115,10 +127,16 @@ fn main() -> Result<()> {
     pin_current_thread(&[args.core])?;
     println!("load generator: pinned to core {}", args.core);
 
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()?;
+    let runtime = match args.runtime {
+        Flavor::Current => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?,
+        Flavor::Multi => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()?,
+    };
+    println!("runtime: {:?}", args.runtime);
     let baseline_kib = rss_kib();
     let mut results = Vec::new();
     for &calls in &args.steps {
@@ -201,13 +219,12 @@ async fn run_step(args: &Args, host: &str, calls: usize, baseline_kib: u64) -> R
         Ok(Err(e)) => bail!("the attack panicked: {e}"),
         Err(_) => bail!("the attack did not end within {limit:?}"),
     }
-    Ok(measure(
-        calls,
-        &before,
-        &after,
-        held,
-        rss.saturating_sub(baseline_kib),
-    ))
+    let mut step = measure(calls, &before, &after, held, rss.saturating_sub(baseline_kib));
+    let sent = after.frames_sent - before.frames_sent;
+    step.cpu_us_per_frame = cpu.total().as_secs_f64() * 1e6 / sent.max(1) as f64;
+    step.cpu_pct = 100.0 * cpu.total().as_secs_f64() / held.as_secs_f64();
+    step.kernel_pct = 100.0 * cpu.system.as_secs_f64() / cpu.total().as_secs_f64().max(1e-9);
+    Ok(step)
 }
 
 fn measure(calls: usize, before: &StreamStats, after: &StreamStats, held: Duration, kib: u64) -> Step {
@@ -232,6 +249,7 @@ fn measure(calls: usize, before: &StreamStats, after: &StreamStats, held: Durati
         failed: after.calls_failed,
         cpu_us_per_frame: 0.0,
         cpu_pct: 0.0,
+        kernel_pct: 0.0,
     }
 }
 
@@ -273,8 +291,8 @@ fn print_step(s: &Step) {
     // CPU per frame is what the core can afford, whatever else shared it during the step.
     let capacity = 1e6 / (s.cpu_us_per_frame * FRAMES_PER_SEC);
     println!(
-        "        CPU {:.0}% of a core, {:.2} us per frame sent: one idle core affords ~{:.0} calls",
-        s.cpu_pct, s.cpu_us_per_frame, capacity
+        "        CPU {:.0}% of a core ({:.0}% in the kernel), {:.2} us per frame sent: one idle core affords ~{:.0} calls",
+        s.cpu_pct, s.kernel_pct, s.cpu_us_per_frame, capacity
     );
 }
 
@@ -420,7 +438,7 @@ fn raise_fd_limit() {
 }
 
 /// CPU time (user + system) this process has used, all threads.
-fn cpu_time() -> Duration {
+fn cpu_time() -> Cpu {
     // SAFETY: getrusage fills a valid, zeroed struct.
     let usage = unsafe {
         let mut u: libc::rusage = std::mem::zeroed();
@@ -428,7 +446,33 @@ fn cpu_time() -> Duration {
         u
     };
     let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
-    tv(usage.ru_utime) + tv(usage.ru_stime)
+    Cpu {
+        user: tv(usage.ru_utime),
+        system: tv(usage.ru_stime),
+    }
+}
+
+/// CPU time, in user space and in the kernel (where loopback TCP does its work).
+#[derive(Debug, Clone, Copy, Default)]
+struct Cpu {
+    user: Duration,
+    system: Duration,
+}
+
+impl std::ops::Sub for Cpu {
+    type Output = Cpu;
+    fn sub(self, o: Cpu) -> Cpu {
+        Cpu {
+            user: self.user.saturating_sub(o.user),
+            system: self.system.saturating_sub(o.system),
+        }
+    }
+}
+
+impl Cpu {
+    fn total(&self) -> Duration {
+        self.user + self.system
+    }
 }
 
 /// This process's resident memory, in KiB.

@@ -5,11 +5,11 @@
 
 use crate::profile::Profile;
 use anyhow::{bail, Result};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
 /// How AI calls are made.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum AiMode {
     /// Speak into a media-stream call and time the agent's spoken answers.
@@ -20,7 +20,7 @@ pub enum AiMode {
 
 /// Users per kind of load, in Goose's terms (one Goose user per API user, per concurrent
 /// media-stream call and per concurrent AI call).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct UserCounts {
     /// Locust's `PhoneAgentAPIUser` (weight 1 of the API users).
     pub api: usize,
@@ -43,7 +43,7 @@ impl UserCounts {
 }
 
 /// Which kinds of load the user left out.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Skips {
     pub api: bool,
     pub ws: bool,
@@ -61,7 +61,7 @@ pub struct Overrides {
 }
 
 /// Everything a run's scenarios and analysis need to know about its shape.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RunPlan {
     pub profile: Profile,
     pub users: UserCounts,

@@ -17,7 +17,7 @@ pub const BUILT_IN: [(&str, &str); 4] = [
 ];
 
 /// One load profile, as read from its file.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Profile {
     /// `quick`, `standard`, ... or the file's path for a user's own profile.
     pub name: String,

@@ -97,6 +97,9 @@ pub struct Prepared {
     pub utterances: Arc<Vec<crate::audio::Utterance>>,
     /// The web UI, unless `--headless`.
     pub webui: Option<WebUi>,
+    /// Where the scenarios measure, if the caller wants to read it while the attack runs (gaggle
+    /// workers report progress from it); a fresh one otherwise.
+    pub measurements: Option<Arc<Measurements>>,
 }
 
 /// Checks every option and file, then the target; nothing has been sent to the target yet.
@@ -173,6 +176,7 @@ pub async fn prepare(load: &LoadOptions, goose: GooseConfiguration) -> Result<Pr
         memory_target,
         utterances: Arc::new(utterances),
         webui,
+        measurements: None,
     })
 }
 
@@ -188,10 +192,9 @@ async fn attack_session(
     p: Prepared,
     session: Option<(Option<PathBuf>, Status)>,
 ) -> (RunRecord, Option<(i32, i32)>) {
-
     let started = chrono::Utc::now();
     let clock = Instant::now();
-    let measurements = Arc::new(Measurements::default());
+    let measurements = p.measurements.clone().unwrap_or_default();
     let shared = Arc::new(Shared {
         plan: p.plan.clone(),
         measurements: measurements.clone(),

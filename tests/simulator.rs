@@ -1007,3 +1007,119 @@ async fn many_silent_streams_are_all_counted() {
     })
     .await;
 }
+
+// ---- The `serve` command ----
+
+/// Starts the real binary's `serve` and returns it with the URL it announced.
+async fn spawn_serve(args: &[&str]) -> (tokio::process::Child, String) {
+    use tokio::io::AsyncBufReadExt;
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_phone-agent-load"))
+        .arg("serve")
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("the binary runs");
+    let stdout = child.stdout.take().unwrap();
+    let mut line = String::new();
+    tokio::io::BufReader::new(stdout)
+        .read_line(&mut line)
+        .await
+        .unwrap();
+    let url = line
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+        .to_string();
+    (child, url)
+}
+
+#[tokio::test]
+async fn serve_announces_its_port_and_stops_on_sigterm() {
+    bounded(20, async {
+        let (mut child, url) = spawn_serve(&["--port", "0", "--error-rate", "0"]).await;
+        assert!(url.starts_with("http://127.0.0.1:"), "{url}");
+        let r = http().get(format!("{url}/api/v1/health")).send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+        let stats: Value = http()
+            .get(format!("{url}/_sim/stats"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(stats["requests"]["GET /api/v1/health"], 1);
+        let pid = child.id().unwrap() as i32;
+        // SAFETY: sending a signal to our own child process.
+        assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+        let status = tokio::time::timeout(Duration::from_secs(5), child.wait())
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(status.success(), "{status:?}");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn serve_on_a_taken_port_exits_1_naming_it() {
+    bounded(20, async {
+        let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = taken.local_addr().unwrap().port().to_string();
+        let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_phone-agent-load"))
+            .args(["serve", "--port", &port])
+            .output()
+            .await
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains(&format!("127.0.0.1:{port} is already in use")),
+            "{stderr}"
+        );
+        assert!(out.stdout.is_empty());
+    })
+    .await;
+}
+
+// ---- Real-time factor over the twelve utterances (a measurement, about 12 s) ----
+
+/// RTF of each of the built-in utterances, spoken at once on separate calls.
+async fn rtf_per_utterance(addr: SocketAddr) -> Vec<(f64, f64)> {
+    let calls = phone_agent_load::audio::builtin()
+        .into_iter()
+        .map(|u| async move {
+            let seconds = phone_agent_load::audio::duration(&u).as_secs_f64();
+            let speech: Vec<Vec<u8>> = u.mulaw.chunks(160).map(<[u8]>::to_vec).collect();
+            let mut caller = Caller::connect(addr).await;
+            let heard = caller
+                .talk(&speech, Duration::from_secs(20), |h| !h.marks.is_empty())
+                .await;
+            let turn = heard.mark_at.expect("an answer") - heard.speech_end.unwrap();
+            (seconds, turn.as_secs_f64() / seconds)
+        });
+    futures_util::future::join_all(calls).await
+}
+
+#[tokio::test]
+#[ignore = "a measurement: run with --ignored --nocapture"]
+async fn the_twelve_utterances_answer_in_real_time() {
+    bounded(40, async {
+        let normal = sim_with(|_| {}).await;
+        let slow = sim_with(|o| o.ai_slowdown = 3.0).await;
+        let (x1, x3) = tokio::join!(rtf_per_utterance(normal.addr()), rtf_per_utterance(slow.addr()));
+        for ((seconds, r1), (_, r3)) in x1.iter().zip(&x3) {
+            println!("{seconds:5.2} s of speech: RTF {r1:.2} (x3: {r3:.2})");
+        }
+        let mean = |v: &[(f64, f64)]| v.iter().map(|(_, r)| r).sum::<f64>() / v.len() as f64;
+        let (m1, m3) = (mean(&x1), mean(&x3));
+        println!("mean RTF {m1:.2}, with --ai-slowdown 3 {m3:.2} ({:.1}x)", m3 / m1);
+        assert!(m1 < 0.7, "mean RTF {m1}");
+        assert!(m3 > 1.0 && m3 / m1 > 2.3, "{m1} vs {m3}");
+        normal.shutdown().await;
+        slow.shutdown().await;
+    })
+    .await;
+}

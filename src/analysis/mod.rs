@@ -161,6 +161,8 @@ fn skeleton(run: &RunRecord) -> Results {
         verdicts: Vec::new(),
         figures: Vec::new(),
         hook_errors: Vec::new(),
+        workers: Vec::new(),
+        raw: Some(results::RawData::of(run)),
     }
 }
 

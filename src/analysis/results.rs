@@ -4,9 +4,14 @@
 //! The key names are a contract with users' CI scripts (`r['api']['success']`), so every field
 //! named in SPEC §6 keeps its name; fields beyond it are additions.
 
-use super::memory::MemoryReport;
+use super::memory::{MemoryReport, MemorySeries};
 use super::verdicts::{Status, Verdict};
+use super::RunRecord;
+use crate::measure::Snapshot;
+use crate::plan::RunPlan;
 use anyhow::{bail, Context, Result};
+use goose::metrics::{GooseErrorMetricAggregate, GooseMetrics, GooseRequestMetricAggregate};
+use goose::threshold::ThresholdResult;
 use serde::de::{DeserializeOwned, Error as _};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::collections::BTreeMap;
@@ -42,6 +47,114 @@ pub struct Results {
     /// Post-run hooks that failed, with their errors.
     #[serde(default)]
     pub hook_errors: Vec<String>,
+    /// A distributed run's load generators (gaggle workers or merged files); absent otherwise.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub workers: Vec<WorkerResult>,
+    /// The run's exact, mergeable data, read by `phone-agent-load merge`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub raw: Option<RawData>,
+}
+
+/// One load generator of a distributed run.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+pub struct WorkerResult {
+    /// "w1", "w2", ... for gaggle workers; the file name for merged files.
+    pub name: String,
+    /// The machine it ran on.
+    pub hostname: String,
+    /// Its network address as the manager saw it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
+    /// "finished", "interrupted" or "lost".
+    pub status: String,
+    /// Why it was interrupted or lost.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+    /// Goose users per kind of load, as in the top-level `users`.
+    pub users: BTreeMap<String, u64>,
+    pub duration_s: f64,
+    pub api_requests: u64,
+    pub api_failures: u64,
+    /// Its own memory over the run; None when it was lost before reporting it.
+    pub memory: Option<MemorySeries>,
+}
+
+/// What merging needs and the sections only summarise: the run's plan, Goose's request rows
+/// with their histograms and status counts, and the crate's own measurements.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct RawData {
+    pub plan: RunPlan,
+    /// The machine that generated the load.
+    pub hostname: String,
+    pub goose: Option<RawGoose>,
+    pub measured: Snapshot,
+}
+
+/// The mergeable part of Goose's metrics (everything the analysis reads).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+pub struct RawGoose {
+    /// Seconds Goose measured (from its metrics reset).
+    pub duration: usize,
+    pub maximum_users: usize,
+    pub total_users: usize,
+    /// "METHOD name" -> the row, with `raw_data.times_us` histogram buckets.
+    pub requests: BTreeMap<String, GooseRequestMetricAggregate>,
+    pub errors: BTreeMap<String, GooseErrorMetricAggregate>,
+    #[serde(default)]
+    pub thresholds: Vec<ThresholdResult>,
+}
+
+impl RawGoose {
+    pub fn from_metrics(m: &GooseMetrics) -> RawGoose {
+        RawGoose {
+            duration: m.duration,
+            maximum_users: m.maximum_users,
+            total_users: m.total_users,
+            requests: m.requests.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            errors: m.errors.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            thresholds: m.thresholds.clone(),
+        }
+    }
+
+    /// Goose metrics holding these rows (transactions, scenarios and history stay empty).
+    pub fn to_metrics(&self) -> GooseMetrics {
+        let mut m = GooseMetrics::default();
+        m.duration = self.duration;
+        m.maximum_users = self.maximum_users;
+        m.total_users = self.total_users;
+        m.requests = self
+            .requests
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        m.errors = self.errors.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        m.thresholds = self.thresholds.clone();
+        m
+    }
+}
+
+impl RawData {
+    /// A run's raw data, as its results file keeps it.
+    pub fn of(run: &RunRecord) -> RawData {
+        RawData {
+            plan: run.plan.clone(),
+            hostname: hostname(),
+            goose: run.goose.as_ref().map(RawGoose::from_metrics),
+            measured: run.measured.clone(),
+        }
+    }
+}
+
+/// This machine's name ("unknown" if it has none).
+pub fn hostname() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: gethostname writes at most buf.len() bytes into our buffer.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    match (rc, std::str::from_utf8(&buf[..end])) {
+        (0, Ok(name)) if !name.is_empty() => name.to_string(),
+        _ => "unknown".to_string(),
+    }
 }
 
 fn critical() -> Status {

@@ -29,6 +29,7 @@ pub fn summary_text(r: &Results) -> String {
     section(o, "Media streams", &r.websocket, ws_lines);
     section(o, "AI pipeline", &r.ai_pipeline, ai_lines);
     memory_lines(o, r);
+    worker_lines(o, r);
     if !r.figures.is_empty() {
         let _ = writeln!(o, "\nFigures");
         for f in &r.figures {
@@ -171,6 +172,38 @@ fn memory_lines(o: &mut String, r: &Results) {
     }
     if let (Some(_), Some(e)) = (&m.server, &m.server_error) {
         let _ = writeln!(o, "  (server memory read failed at times: {e})");
+    }
+}
+
+/// A distributed run's load generators, one line each.
+fn worker_lines(o: &mut String, r: &Results) {
+    if r.workers.is_empty() {
+        return;
+    }
+    let _ = writeln!(o, "\nWorkers");
+    for w in &r.workers {
+        let users: u64 = w.users.values().sum();
+        let at = w
+            .address
+            .as_deref()
+            .map(|a| format!(" ({a})"))
+            .unwrap_or_default();
+        let memory = match &w.memory {
+            Some(m) => format!("memory growth {:+.1} MB", m.growth_mb),
+            None => "memory not reported".to_string(),
+        };
+        let status = match w.status.as_str() {
+            "finished" => "finished".to_string(),
+            other => other.to_uppercase(),
+        };
+        let _ = writeln!(
+            o,
+            "  {} on {}{at}: {status}, {users} users, {} API requests ({} failed), {memory}",
+            w.name, w.hostname, w.api_requests, w.api_failures
+        );
+        if let Some(detail) = &w.detail {
+            let _ = writeln!(o, "    {detail}");
+        }
     }
 }
 

@@ -46,6 +46,11 @@ const MAX_MESSAGE: usize = 64 * 1024;
 /// How long a close handshake or an answer burst may take before the caller counts as gone.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
 const SEND_TIMEOUT: Duration = Duration::from_secs(5);
+/// A caller must have sent `start` this soon after the upgrade, and may not fall silent (send
+/// nothing at all, not even silence frames) for longer than the idle limit: a stalled client
+/// must not hold a stream slot forever.
+const START_TIMEOUT: Duration = Duration::from_secs(10);
+const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Small buffers: thousands of mostly silent calls must stay cheap. (tungstenite zero-fills
 /// the read buffer before each read, so its size is paid per frame, not just per call.)
@@ -285,6 +290,8 @@ struct Session {
     playing: Option<Playing>,
     answers: u64,
     drop_at: Option<Instant>,
+    opened_at: Instant,
+    last_heard: Instant,
 }
 
 /// The fields of an inbound `media` message, borrowed from the frame.
@@ -377,6 +384,8 @@ impl Session {
             playing: None,
             answers: 0,
             drop_at,
+            opened_at: Instant::now(),
+            last_heard: Instant::now(),
         }
     }
 
@@ -413,10 +422,23 @@ impl Session {
     }
 
     fn next_deadline(&self) -> Option<Instant> {
-        [self.drop_at, self.vad.deadline(), self.pending.map(|p| p.due)]
-            .into_iter()
-            .flatten()
-            .min()
+        [
+            self.drop_at,
+            self.vad.deadline(),
+            self.pending.map(|p| p.due),
+            Some(self.silence_limit()),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    /// When the caller counts as stalled.
+    fn silence_limit(&self) -> Instant {
+        match self.phase {
+            Phase::Streaming => self.last_heard + IDLE_TIMEOUT,
+            _ => self.opened_at + START_TIMEOUT,
+        }
     }
 
     async fn on_timer<S>(&mut self, ws: &mut WebSocketStream<S>) -> Option<End>
@@ -426,6 +448,13 @@ impl Session {
         let now = Instant::now();
         if self.drop_at.is_some_and(|d| d <= now) {
             return Some(End::Dropped);
+        }
+        if self.silence_limit() <= now {
+            let fault = match self.phase {
+                Phase::Streaming => Fault::Idle,
+                _ => Fault::NoStart,
+            };
+            return Some(End::Broken(fault));
         }
         if let Some(event) = self.vad.poll_timeout(now) {
             self.on_voice(event, now, ws).await?;
@@ -444,6 +473,7 @@ impl Session {
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {
+        self.last_heard = Instant::now();
         match msg {
             Some(Ok(Message::Text(text))) => self.on_text(&text, ws).await,
             Some(Ok(Message::Binary(_))) => Some(End::Broken(Fault::Binary)),
@@ -719,6 +749,7 @@ impl Session {
                     Fault::TooLarge => CloseCode::Size,
                     Fault::Binary => CloseCode::Unsupported,
                     Fault::NotUtf8 => CloseCode::Invalid,
+                    Fault::NoStart | Fault::Idle => CloseCode::Policy,
                     _ => CloseCode::Protocol,
                 };
                 (code, fault.reason())
@@ -770,6 +801,22 @@ mod tests {
         assert!(serde_json::from_str::<Incoming>(&bad).is_err());
         // Other events take the full parser.
         assert!(serde_json::from_str::<Incoming>(r#"{"event":"connected","protocol":"Call"}"#).is_err());
+    }
+
+    #[test]
+    fn stalled_callers_have_a_deadline() {
+        let sim = Arc::new(Sim::new(
+            super::super::ServeOptions::for_tests(),
+            "127.0.0.1:1".parse().unwrap(),
+        ));
+        let mut session = Session::new(&sim);
+        assert_eq!(session.next_deadline(), Some(session.opened_at + START_TIMEOUT));
+        session.phase = Phase::Streaming;
+        session.last_heard += Duration::from_secs(3);
+        assert_eq!(session.next_deadline(), Some(session.last_heard + IDLE_TIMEOUT));
+        // Sooner deadlines come first.
+        session.drop_at = Some(session.last_heard + Duration::from_secs(2));
+        assert_eq!(session.next_deadline(), session.drop_at);
     }
 
     #[test]

@@ -143,6 +143,18 @@ pub(crate) struct Sim {
 }
 
 impl Sim {
+    fn new(opts: ServeOptions, addr: SocketAddr) -> Sim {
+        Sim {
+            limiter: opts.rate_limit.map(faults::RateLimiter::new),
+            leak: faults::Leak::new(opts.leak_kb_per_call),
+            store: store::Store::new(opts.max_calls),
+            stats: stats::Stats::new(),
+            sessions: media::Sessions::default(),
+            addr,
+            opts,
+        }
+    }
+
     fn stats_json(&self) -> serde_json::Value {
         self.stats.to_json(self.store.len())
     }
@@ -198,15 +210,7 @@ pub async fn start(opts: ServeOptions) -> anyhow::Result<RunningSimulator> {
     let addr = listener
         .local_addr()
         .with_context(|| format!("cannot listen on {wanted}"))?;
-    let sim = Arc::new(Sim {
-        limiter: opts.rate_limit.map(faults::RateLimiter::new),
-        leak: faults::Leak::new(opts.leak_kb_per_call),
-        store: store::Store::new(opts.max_calls),
-        stats: stats::Stats::new(),
-        sessions: media::Sessions::default(),
-        addr,
-        opts,
-    });
+    let sim = Arc::new(Sim::new(opts, addr));
     // Prepare the answer audio now rather than in the first call.
     std::sync::LazyLock::force(&voice::ANSWER_PAYLOADS);
     let front = faults::Front {
@@ -250,6 +254,8 @@ fn bind_error(addr: SocketAddr, e: std::io::Error) -> anyhow::Error {
 /// Runs the simulator until Ctrl-C or SIGTERM, printing `listening on http://ADDR:PORT` first
 /// (one line, flushed: a parent process reads it to learn the port), then shuts down gracefully.
 pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
+    // Listen for signals before announcing the port: a parent may stop us right after.
+    let stop = StopSignal::new()?;
     let sim = start(opts).await?;
     {
         let mut out = std::io::stdout().lock();
@@ -257,27 +263,48 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
             .and_then(|()| out.flush())
             .context("cannot write to stdout")?;
     }
-    let signal = stop_signal().await;
+    stop.wait().await;
     sim.shutdown().await;
-    signal
+    Ok(())
 }
 
-/// Waits for Ctrl-C (SIGINT) or SIGTERM.
-async fn stop_signal() -> anyhow::Result<()> {
+/// Ctrl-C (SIGINT) or SIGTERM.
+struct StopSignal {
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        let mut term = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
-        tokio::select! {
-            r = tokio::signal::ctrl_c() => r.context("cannot listen for Ctrl-C")?,
-            _ = term.recv() => {}
+    signals: [tokio::signal::unix::Signal; 2],
+}
+
+impl StopSignal {
+    fn new() -> anyhow::Result<StopSignal> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            let listen = |kind: SignalKind, name: &str| {
+                signal(kind).with_context(|| format!("cannot listen for {name}"))
+            };
+            Ok(StopSignal {
+                signals: [
+                    listen(SignalKind::interrupt(), "Ctrl-C")?,
+                    listen(SignalKind::terminate(), "SIGTERM")?,
+                ],
+            })
         }
+        #[cfg(not(unix))]
+        Ok(StopSignal {})
     }
-    #[cfg(not(unix))]
-    tokio::signal::ctrl_c()
-        .await
-        .context("cannot listen for Ctrl-C")?;
-    Ok(())
+
+    async fn wait(self) {
+        #[cfg(unix)]
+        {
+            let [mut int, mut term] = self.signals;
+            tokio::select! {
+                _ = int.recv() => {}
+                _ = term.recv() => {}
+            }
+        }
+        #[cfg(not(unix))]
+        let _ = tokio::signal::ctrl_c().await;
+    }
 }
 
 impl RunningSimulator {

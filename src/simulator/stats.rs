@@ -155,10 +155,12 @@ pub(crate) enum Fault {
     StreamSidMismatch,
     BadMediaFormat,
     BadPayload,
+    NoStart,
+    Idle,
 }
 
 impl Fault {
-    const ALL: [Fault; 16] = [
+    const ALL: [Fault; 18] = [
         Fault::BadUpgrade,
         Fault::Malformed,
         Fault::UnknownEvent,
@@ -175,6 +177,8 @@ impl Fault {
         Fault::StreamSidMismatch,
         Fault::BadMediaFormat,
         Fault::BadPayload,
+        Fault::NoStart,
+        Fault::Idle,
     ];
 
     pub(crate) fn reason(self) -> &'static str {
@@ -195,6 +199,8 @@ impl Fault {
             Fault::StreamSidMismatch => "streamSid differs from the start event's",
             Fault::BadMediaFormat => "mediaFormat must be audio/x-mulaw, 8000 Hz, mono",
             Fault::BadPayload => "media payload is not base64",
+            Fault::NoStart => "no start event within 10 s",
+            Fault::Idle => "nothing received for 60 s",
         }
     }
 }

@@ -196,8 +196,10 @@ impl Store {
                 }
             }
         }
+        if let Some(Reverse(oldest)) = newest.peek() {
+            found.retain(|c| c.seq >= *oldest);
+        }
         found.sort_unstable_by_key(|c| Reverse(c.seq));
-        found.truncate(limit);
         found
     }
 }
@@ -237,19 +239,22 @@ pub(crate) fn parse_id(s: &str) -> Option<u128> {
 
 impl Call {
     /// Appends the call's JSON object to `out`. Every string written here is ours (ids,
-    /// digits, table entries, RFC 3339 times) or already-serialized JSON, so nothing needs escaping.
+    /// digits, table entries, RFC 3339 times) or already-serialized JSON, so nothing needs
+    /// escaping; numbers are written by hand because lists write thousands of them per second.
     pub(crate) fn write_json(&self, out: &mut String) {
         out.push_str("{\"id\":\"");
         format_id(self.id, out);
-        let _ = write!(
-            out,
-            "\",\"direction\":\"{}\",\"caller_id\":\"+{}\",\"callee_id\":\"+{}\",\"industry\":\"{}\",\"status\":\"{}\",\"duration_seconds\":",
-            DIRECTIONS[self.direction as usize],
-            self.caller,
-            self.callee,
-            INDUSTRIES[self.industry as usize],
-            STATUSES[self.status as usize],
-        );
+        out.push_str("\",\"direction\":\"");
+        out.push_str(DIRECTIONS[self.direction as usize]);
+        out.push_str("\",\"caller_id\":\"+");
+        push_num(out, self.caller, 1);
+        out.push_str("\",\"callee_id\":\"+");
+        push_num(out, self.callee, 1);
+        out.push_str("\",\"industry\":\"");
+        out.push_str(INDUSTRIES[self.industry as usize]);
+        out.push_str("\",\"status\":\"");
+        out.push_str(STATUSES[self.status as usize]);
+        out.push_str("\",\"duration_seconds\":");
         match self.duration_seconds {
             Some(d) => {
                 let _ = write!(out, "{d}");
@@ -266,19 +271,35 @@ impl Call {
     }
 }
 
-/// Writes a Unix time in ms as RFC 3339 UTC with milliseconds (`2025-01-31T12:00:00.000Z`),
-/// by hand: a list of 50 calls writes 100 of these.
+/// Appends `n` in decimal, zero-padded to at least `width` digits.
+fn push_num(out: &mut String, mut n: u64, width: usize) {
+    let mut digits = [b'0'; 20];
+    let mut i = digits.len();
+    while n > 0 || digits.len() - i < width.max(1) {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+    }
+    out.extend(digits[i..].iter().map(|&d| d as char));
+}
+
+/// Writes a Unix time in ms as RFC 3339 UTC with milliseconds (`2025-01-31T12:00:00.000Z`).
 fn write_time(ms: i64, out: &mut String) {
-    let (days, ms_of_day) = (ms.div_euclid(86_400_000), ms.rem_euclid(86_400_000));
+    let (days, ms_of_day) = (ms.div_euclid(86_400_000), ms.rem_euclid(86_400_000) as u64);
     let (year, month, day) = civil_from_days(days);
-    let _ = write!(
-        out,
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
-        ms_of_day / 3_600_000,
-        ms_of_day / 60_000 % 60,
-        ms_of_day / 1000 % 60,
-        ms_of_day % 1000
-    );
+    let fields: [(u64, usize, char); 7] = [
+        (year.max(0) as u64, 4, '-'),
+        (month as u64, 2, '-'),
+        (day as u64, 2, 'T'),
+        (ms_of_day / 3_600_000, 2, ':'),
+        (ms_of_day / 60_000 % 60, 2, ':'),
+        (ms_of_day / 1000 % 60, 2, '.'),
+        (ms_of_day % 1000, 3, 'Z'),
+    ];
+    for (value, width, sep) in fields {
+        push_num(out, value, width);
+        out.push(sep);
+    }
 }
 
 /// Days since 1970-01-01 to (year, month, day), proleptic Gregorian (Howard Hinnant's algorithm).
@@ -322,6 +343,16 @@ mod tests {
         }
         assert_eq!(parse_id("nope"), None);
         assert_eq!(parse_id("zzzzzzzz-zzzz-zzzz-zzzz-zzzzzzzzzzzz"), None);
+    }
+
+    #[test]
+    fn numbers_are_padded() {
+        let mut s = String::new();
+        push_num(&mut s, 0, 1);
+        push_num(&mut s, 7, 3);
+        push_num(&mut s, 4915112345678, 1);
+        push_num(&mut s, u64::MAX, 2);
+        assert_eq!(s, format!("0{:03}{}{}", 7, 4915112345678u64, u64::MAX));
     }
 
     #[test]
