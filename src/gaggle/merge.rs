@@ -12,7 +12,7 @@ use crate::analysis::api::merge_timings;
 use crate::analysis::memory::{MemoryReport, MemorySeries};
 use crate::analysis::results::{self, RawData, RawGoose, Results, WorkerResult};
 use crate::analysis::{PostRunHook, RunRecord};
-use crate::measure::Snapshot;
+use crate::measure::{Snapshot, Turn};
 use crate::plan::{RunPlan, UserCounts};
 use anyhow::{bail, Context, Result};
 use chrono::{DateTime, Utc};
@@ -108,6 +108,8 @@ pub fn merge_parts(parts: &[Part]) -> Result<(RunRecord, Vec<WorkerResult>)> {
     for p in parts {
         measured.merge(&p.data.raw.measured);
     }
+    // One order whatever the parts' order, so float sums (the mean RTF) come out the same.
+    measured.ai.turns.sort_by(turn_order);
     let reasons: Vec<String> = parts
         .iter()
         .filter_map(|p| {
@@ -117,8 +119,12 @@ pub fn merge_parts(parts: &[Part]) -> Result<(RunRecord, Vec<WorkerResult>)> {
                 .map(|r| format!("{}: {r}", p.name))
         })
         .collect();
-    let mut hosts: Vec<&str> = parts.iter().map(|p| p.data.host.as_str()).collect();
-    hosts.dedup();
+    let mut hosts: Vec<&str> = Vec::new();
+    for p in parts {
+        if !hosts.contains(&p.data.host.as_str()) {
+            hosts.push(&p.data.host);
+        }
+    }
     let record = RunRecord {
         plan,
         host: if hosts.len() == 1 {
@@ -135,6 +141,22 @@ pub fn merge_parts(parts: &[Part]) -> Result<(RunRecord, Vec<WorkerResult>)> {
         memory: merge_memory(parts),
     };
     Ok((record, parts.iter().map(worker_result).collect()))
+}
+
+/// Orders turns by when they ended, then by every figure, so equal sets sort equally.
+fn turn_order(a: &Turn, b: &Turn) -> std::cmp::Ordering {
+    let figures = |t: &Turn| {
+        [t.at_s, t.rtf, t.audio_ms]
+            .into_iter()
+            .chain([t.ttfa_ms, t.turn_ms, t.stt_ms, t.llm_ms, t.tts_ms].map(|v| v.unwrap_or(-1.0)))
+            .collect::<Vec<f64>>()
+    };
+    let (fa, fb) = (figures(a), figures(b));
+    fa.iter()
+        .zip(&fb)
+        .map(|(x, y)| x.total_cmp(y))
+        .find(|o| o.is_ne())
+        .unwrap_or(a.ok.cmp(&b.ok))
 }
 
 /// Adds Goose's rows exactly; threshold results are kept per part, labelled with its name.

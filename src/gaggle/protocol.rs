@@ -526,8 +526,8 @@ mod tests {
         let got: ToWorker = read_message(&mut b, MAX_MESSAGE, SILENCE).await.unwrap();
         assert!(matches!(got, ToWorker::Stop { reason } if reason == "why"));
         write_message(&mut a, &ToWorker::Go).await.unwrap();
-        let err = read_message::<_, ToWorker>(&mut b, 5, SILENCE).await.unwrap_err();
-        assert!(err.to_string().contains("over the 5-byte limit"), "{err}");
+        let err = read_message::<_, ToWorker>(&mut b, 3, SILENCE).await.unwrap_err();
+        assert!(err.to_string().contains("over the 3-byte limit"), "{err}");
     }
 
     #[tokio::test]

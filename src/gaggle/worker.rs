@@ -395,7 +395,8 @@ async fn deliver(link: &Link<ToManager>, events: &mut Events, record: &RunRecord
 }
 
 /// Keeps the results here when the manager did not get them (or `--output` asks for them);
-/// returns the exit status: 0 once the manager has them, the local verdict's (at least 1) if not.
+/// returns the exit status: once the manager has them 0 (1 if the run was interrupted: the
+/// manager judges the rest), else the local verdict's, at least 1.
 fn finish(
     record: &RunRecord,
     delivered: Result<(), String>,
@@ -411,14 +412,15 @@ fn finish(
             )
         }
     }
+    let interrupted = i32::from(record.interrupted);
     let path = match (&load.output, &delivered) {
         (Some(path), _) => path.clone(),
-        (None, Ok(())) => return 0,
+        (None, Ok(())) => return interrupted,
         (None, Err(_)) => default_output(name),
     };
     let code = run::conclude(record, Some(&path), fail_on, &[]);
     if delivered.is_ok() {
-        0
+        interrupted
     } else {
         code.max(1)
     }

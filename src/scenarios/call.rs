@@ -303,7 +303,7 @@ impl Call {
         let connect = tokio_tungstenite::connect_async_with_config(url.as_str(), Some(config), true);
         let ws = match tokio::time::timeout(CONNECT_TIMEOUT, connect).await {
             Err(_) => return Err(Failure::timeout()),
-            Ok(Err(e)) => return Err(handshake_failure(e)),
+            Ok(Err(e)) => return Err(handshake_failure(e, url.scheme() == "wss")),
             Ok(Ok((ws, _response))) => ws,
         };
         let took = started.elapsed();
@@ -636,9 +636,13 @@ fn parse_failure(e: protocol::ProtocolError) -> Failure {
     }
 }
 
-fn handshake_failure(e: tungstenite::Error) -> Failure {
+fn handshake_failure(e: tungstenite::Error, tls: bool) -> Failure {
     use tungstenite::Error as E;
     match e {
+        // rustls reports a broken TLS handshake as an I/O error.
+        E::Io(io) if tls && io.kind() == std::io::ErrorKind::InvalidData => {
+            Failure::new("connect failed: TLS error")
+        }
         E::Http(response) => {
             let status = response.status().as_u16();
             Failure {

@@ -78,10 +78,11 @@ pub(crate) async fn media_stream(
     };
     let Some(slot) = Slot::reserve(&sim) else {
         sim.stats.streams.refused.fetch_add(1, Relaxed);
-        let mut refusal = detail(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "too many concurrent media streams",
-        );
+        let why = match sim.sessions.is_closing() {
+            true => "the server is shutting down",
+            false => "too many concurrent media streams",
+        };
+        let mut refusal = detail(StatusCode::SERVICE_UNAVAILABLE, why);
         refusal
             .headers_mut()
             .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
@@ -621,7 +622,7 @@ impl Session {
         let streams = &self.sim.stats.streams;
         streams.media_frames.fetch_add(1, Relaxed);
         streams.media_bytes.fetch_add(self.audio.len() as u64, Relaxed);
-        let now = Instant::now();
+        let now = self.last_heard; // set on arrival, just now
         let event = self
             .vad
             .push(self.audio.len() as u64, voice::is_voiced(&self.audio), now)?;

@@ -84,12 +84,35 @@ struct Shard {
     /// id -> absolute position; `calls[pos - base]`.
     index: IdMap,
     base: u64,
+    /// Calls per industry and status, so a list knows when a shard holds no more matches
+    /// (a filter nothing matches must not scan 100,000 calls).
+    counts: [[u32; STATUSES.len()]; INDUSTRIES.len()],
 }
 
 impl Shard {
     fn get_mut(&mut self, id: u128) -> Option<&mut Call> {
         let pos = *self.index.get(&id)?;
         self.calls.get_mut((pos - self.base) as usize)
+    }
+
+    fn count(&mut self, industry: u8, status: u8, delta: i32) {
+        let n = &mut self.counts[industry as usize][status as usize];
+        *n = n.saturating_add_signed(delta);
+    }
+
+    /// How many of this shard's calls match `filter`.
+    fn matching(&self, filter: Filter) -> u32 {
+        let mut n = 0;
+        for (industry, row) in self.counts.iter().enumerate() {
+            for (status, count) in row.iter().enumerate() {
+                if filter.industry.is_none_or(|i| i as usize == industry)
+                    && filter.status.is_none_or(|s| s as usize == status)
+                {
+                    n += count;
+                }
+            }
+        }
+        n
     }
 }
 
@@ -141,10 +164,12 @@ impl Store {
         let mut shard = self.shard(id);
         let pos = shard.base + shard.calls.len() as u64;
         shard.index.insert(id, pos);
+        shard.count(call.industry, call.status, 1);
         shard.calls.push_back(call.clone());
         if shard.calls.len() > self.per_shard {
             if let Some(old) = shard.calls.pop_front() {
                 shard.index.remove(&old.id);
+                shard.count(old.industry, old.status, -1);
                 shard.base += 1;
             }
         } else {
@@ -167,6 +192,7 @@ impl Store {
     ) -> Option<Call> {
         let mut shard = self.shard(id);
         let call = shard.get_mut(id)?;
+        let (industry, was) = (call.industry, call.status);
         if let Some(s) = status {
             call.status = s;
         }
@@ -174,7 +200,10 @@ impl Store {
             call.duration_seconds = duration;
         }
         call.updated_ms = now_ms;
-        Some(call.clone())
+        let after = call.clone();
+        shard.count(industry, was, -1);
+        shard.count(industry, after.status, 1);
+        Some(after)
     }
 
     /// The newest `limit` calls matching `filter`, newest first.
@@ -185,7 +214,15 @@ impl Store {
         let mut newest: BinaryHeap<Reverse<u64>> = BinaryHeap::with_capacity(limit + 1);
         for shard in &self.shards {
             let shard = shard.lock().unwrap_or_else(|e| e.into_inner());
-            for call in shard.calls.iter().rev().filter(|c| filter.matches(c)) {
+            let mut left = shard.matching(filter);
+            for call in shard.calls.iter().rev() {
+                if left == 0 {
+                    break;
+                }
+                if !filter.matches(call) {
+                    continue;
+                }
+                left -= 1;
                 if newest.len() == limit && newest.peek().is_some_and(|Reverse(s)| call.seq < *s) {
                     break;
                 }
@@ -391,6 +428,34 @@ mod tests {
                 .collect();
             assert_eq!(got, want, "{industry:?} {limit}");
         }
+    }
+
+    #[test]
+    fn counts_follow_updates_and_evictions() {
+        let store = Store::new(64); // 4 per shard
+        let ids: Vec<u128> = (0..500)
+            .map(|i| store.create(new_call((i % 4) as u8), i).id)
+            .collect();
+        for id in &ids[400..] {
+            store.update(*id, Some(3), None, 0);
+        }
+        let failed = Filter {
+            industry: None,
+            status: Some(3),
+        };
+        let kept_failed = ids[400..].iter().filter(|id| store.get(**id).is_some()).count();
+        assert_eq!(store.list(failed, 100).len(), kept_failed);
+        let total: u32 = store
+            .shards
+            .iter()
+            .map(|s| s.lock().unwrap().matching(Filter::default()))
+            .sum();
+        assert_eq!(total as usize, store.len());
+        let none = Filter {
+            industry: None,
+            status: Some(1),
+        };
+        assert!(store.list(none, 50).is_empty());
     }
 
     #[test]
