@@ -622,7 +622,7 @@ impl Session {
         let streams = &self.sim.stats.streams;
         streams.media_frames.fetch_add(1, Relaxed);
         streams.media_bytes.fetch_add(self.audio.len() as u64, Relaxed);
-        let now = self.last_heard; // set on arrival, just now
+        let now = self.last_heard; // stamped on arrival by on_message
         let event = self
             .vad
             .push(self.audio.len() as u64, voice::is_voiced(&self.audio), now)?;
