@@ -18,9 +18,12 @@ use phone_agent_load::twilio::Event;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+/// What a target does with one input.
+pub type Target = fn(&[u8]);
+
 /// Every target: its name (the folder under `fuzz/seeds/` and `fuzz/regressions/`, and the
 /// cargo-fuzz binary) and what it does with one input.
-pub const TARGETS: [(&str, fn(&[u8])); 4] = [
+pub const TARGETS: [(&str, Target); 4] = [
     ("twilio_event", twilio_event),
     ("wav", wav),
     ("profile", profile),
@@ -60,7 +63,8 @@ pub fn wav(data: &[u8]) {
 }
 
 /// A `--profile path/to/file.toml` (`profile::Profile::parse`), then what every run does next
-/// with a profile: its plan (`plan::RunPlan::new`), as given and scaled by `--users`.
+/// with a profile: its plan (`plan::RunPlan::new`), as given and scaled by `--users`. An accepted
+/// profile must have values the run can use.
 pub fn profile(data: &[u8]) {
     let Ok(text) = std::str::from_utf8(data) else {
         return;
@@ -74,6 +78,18 @@ pub fn profile(data: &[u8]) {
         profile.spawn_rate
     );
     assert!(!profile.run_time.is_zero(), "accepted a zero run_time");
+    // Each media-stream and AI call ends at `Instant::now() + duration` (scenarios/*.rs), which
+    // panics on overflow: the reader must refuse a duration no clock can reach.
+    let now = std::time::Instant::now();
+    for (field, duration) in [
+        ("media_streams.duration", profile.media_stream_duration),
+        ("ai_calls.duration", profile.ai_call_duration),
+    ] {
+        assert!(
+            now.checked_add(duration).is_some(),
+            "accepted {field} = {duration:?}, past what Instant + Duration can hold"
+        );
+    }
     for users in [None, Some(1), Some(10_000)] {
         let overrides = Overrides {
             users,

@@ -34,13 +34,21 @@ fn bucket_floor(v: u64) -> u64 {
 
 impl Histogram {
     pub fn record(&mut self, v: u64) {
-        *self.buckets.entry(bucket_floor(v)).or_default() += 1;
+        self.record_n(v, 1);
+    }
+
+    /// Records `n` occurrences of `v` at once.
+    pub fn record_n(&mut self, v: u64, n: u64) {
+        if n == 0 {
+            return;
+        }
+        *self.buckets.entry(bucket_floor(v)).or_default() += n;
         if self.count == 0 || v < self.min {
             self.min = v;
         }
         self.max = self.max.max(v);
-        self.count += 1;
-        self.sum = self.sum.saturating_add(v);
+        self.count += n;
+        self.sum = self.sum.saturating_add(v.saturating_mul(n));
     }
 
     pub fn merge(&mut self, other: &Histogram) {

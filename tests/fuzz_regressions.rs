@@ -11,8 +11,10 @@
 #[path = "../fuzz/harness.rs"]
 mod harness;
 
+use std::cell::RefCell;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
+use std::sync::Once;
 
 fn fuzz_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz")
@@ -64,22 +66,42 @@ fn shown(path: &Path) -> String {
     format!("fuzz/{}", path.strip_prefix(&dir).unwrap_or(path).display())
 }
 
+thread_local! {
+    /// Where the last panic on this thread happened: a panic's payload has only its message.
+    static PANIC_AT: RefCell<Option<String>> = const { RefCell::new(None) };
+}
+
+/// Keeps each panic's location for the failure message; the usual report is still printed.
+fn record_panic_locations() {
+    static HOOK: Once = Once::new();
+    HOOK.call_once(|| {
+        let report = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            let at = info.location().map(|l| l.to_string());
+            PANIC_AT.with(|cell| *cell.borrow_mut() = at);
+            report(info);
+        }));
+    });
+}
+
 /// Runs `inputs` through `target`; one line per input that panicked.
 fn panics<'a>(target: &str, inputs: impl Iterator<Item = &'a PathBuf>) -> Vec<String> {
     let (_, run) = harness::TARGETS
         .iter()
         .find(|(name, _)| *name == target)
         .expect("a known target");
+    record_panic_locations();
     let mut failures = Vec::new();
     for path in inputs {
         let data = std::fs::read(path).expect("read a fuzz input");
         if let Err(panic) = catch_unwind(AssertUnwindSafe(|| run(&data))) {
+            let at = PANIC_AT.with(|at| at.borrow_mut().take()).unwrap_or_default();
             let why = panic
                 .downcast_ref::<String>()
                 .map(String::as_str)
                 .or_else(|| panic.downcast_ref::<&str>().copied())
                 .unwrap_or("(no message)");
-            failures.push(format!("{}: {why}", shown(path)));
+            failures.push(format!("{}: {why} (at {at})", shown(path)));
         }
     }
     failures

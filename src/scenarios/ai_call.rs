@@ -114,8 +114,11 @@ impl Conversation {
         }
     }
 
-    fn answered(&mut self, now: Instant, utt: usize, ended: Instant, first: Instant, last: Instant) {
-        let (ttfa, took) = (first - ended, last - ended);
+    fn answered(&mut self, utt: usize, ended: Instant, first: Instant, last: Instant) {
+        let (ttfa, took) = (
+            first.saturating_duration_since(ended),
+            last.saturating_duration_since(ended),
+        );
         let audio_ms = self.audio_ms(utt);
         self.stats.turns.push(Turn {
             at_s: self.measurements.elapsed_s(),
@@ -128,7 +131,6 @@ impl Conversation {
         });
         self.records.push(Record::ok(AI, TURN, took));
         self.records.push(Record::ok(AI, TTFA, ttfa));
-        let _ = now;
         self.phase = Phase::Playing;
     }
 
@@ -202,7 +204,7 @@ impl Script for Conversation {
                     last: Some(last),
                 },
                 Heard::Mark,
-            ) => self.answered(now, utt, ended, first, last),
+            ) => self.answered(utt, ended, first, last),
             (Phase::Playing, Heard::Played) => {
                 self.phase = Phase::Pausing {
                     until: now + pause(self.no_wait),
@@ -223,12 +225,13 @@ impl Script for Conversation {
             Phase::Waiting {
                 utt, ended, first, ..
             } if now >= ended + TURN_TIMEOUT => {
-                let reason = if first.is_some() {
-                    "answer not finished within 15s"
+                let what = if first.is_some() {
+                    "answer not finished"
                 } else {
-                    "no answer within 15s"
+                    "no answer"
                 };
-                self.turn_failed(now, utt, ended, reason);
+                let reason = format!("{what} within {}s", TURN_TIMEOUT.as_secs());
+                self.turn_failed(now, utt, ended, &reason);
                 self.phase = Phase::Pausing {
                     until: now + pause(self.no_wait),
                 };
@@ -355,7 +358,8 @@ impl Mock {
             let wake = match &mut self.phase {
                 MockPhase::Pausing { until } if now >= *until => {
                     if now >= call + self.duration {
-                        self.records.push(Record::ok(AI, MOCK_CALL, now - call));
+                        self.records
+                            .push(Record::ok(AI, MOCK_CALL, now.saturating_duration_since(call)));
                         self.call = None;
                     } else {
                         self.phase = MockPhase::Turn(MockTurn::new(now));
@@ -364,7 +368,7 @@ impl Mock {
                 }
                 MockPhase::Pausing { until } => *until,
                 MockPhase::Turn(turn) if now >= turn.stage_ends() => {
-                    turn.took[turn.stage] = now - turn.stage_started;
+                    turn.took[turn.stage] = now.saturating_duration_since(turn.stage_started);
                     turn.stage += 1;
                     turn.stage_started = now;
                     if turn.stage == STAGES.len() {

@@ -10,8 +10,8 @@
 //! [`SLICE`] each: the open call lives in the user's session data (a [`Line`]), and an `on_stop`
 //! transaction hangs up. Run end, Stop, Ctrl-C and threshold aborts thus end calls within a second.
 //!
-//! The frame path is allocation-free and serde-free: the silence payload is encoded once, and each
-//! `media` message is written by hand into a reused buffer.
+//! The frame path is allocation-free and serde-free: the silence payload is encoded once, each
+//! `media` message is written by hand into a per-thread buffer, and lateness is counted inline.
 
 use crate::measure::{Measurements, StreamStats, LATE_FRAME_US};
 use crate::scenarios::Shared;
@@ -53,6 +53,8 @@ const BACKOFF_MIN: Duration = Duration::from_millis(500);
 const BACKOFF_MAX: Duration = Duration::from_secs(8);
 /// Resolution of recorded frame lateness.
 const LATENESS_STEP_US: u64 = 100;
+/// Lateness steps a call counts inline (0 to 6.3 ms); later frames go straight to the histogram.
+const LATENESS_SLOTS: usize = 64;
 /// Mu-law bytes played per ms (8 kHz).
 const BYTES_PER_MS: u64 = 8;
 
@@ -215,6 +217,80 @@ static SILENCE_B64: LazyLock<String> =
 /// Base64 length of one frame.
 const FRAME_B64: usize = FRAME_BYTES.div_ceil(3) * 4;
 
+thread_local! {
+    /// Where `media` messages are written: one buffer per thread, not one per call.
+    static SCRATCH: std::cell::RefCell<BytesMut> = std::cell::RefCell::new(BytesMut::with_capacity(4096));
+}
+
+/// Writes a `media` message: `sequenceNumber`, `chunk` and `timestamp` in `numbers`.
+fn write_media(out: &mut BytesMut, numbers: [u64; 3], audio: Option<&[u8]>, stream_sid: &str) {
+    let [seq, chunk, timestamp] = numbers;
+    out.reserve(FRAME_B64 + 256);
+    out.put_slice(br#"{"event":"media","sequenceNumber":""#);
+    put_u64(out, seq);
+    out.put_slice(br#"","media":{"track":"inbound","chunk":""#);
+    put_u64(out, chunk);
+    out.put_slice(br#"","timestamp":""#);
+    put_u64(out, timestamp);
+    out.put_slice(br#"","payload":""#);
+    match audio {
+        None => out.put_slice(SILENCE_B64.as_bytes()),
+        Some(bytes) => put_base64_frame(out, bytes),
+    }
+    out.put_slice(br#""},"streamSid":""#);
+    out.put_slice(stream_sid.as_bytes());
+    out.put_slice(br#""}"#);
+}
+
+/// Base64 of one frame of caller audio, padded with silence to 160 bytes.
+fn put_base64_frame(out: &mut BytesMut, bytes: &[u8]) {
+    let mut frame = [SILENCE; FRAME_BYTES];
+    let n = bytes.len().min(FRAME_BYTES);
+    frame[..n].copy_from_slice(&bytes[..n]);
+    let mut b64 = [0u8; FRAME_B64];
+    let len = base64::engine::general_purpose::STANDARD
+        .encode_slice(frame, &mut b64)
+        .unwrap_or(0);
+    out.put_slice(&b64[..len]);
+}
+
+/// Frame lateness counted inline: one small array per call instead of a histogram update per
+/// frame, folded into the call's [`StreamStats`] when it is flushed.
+#[derive(Debug)]
+struct Lateness {
+    counts: [u32; LATENESS_SLOTS],
+}
+
+impl Default for Lateness {
+    fn default() -> Self {
+        Lateness {
+            counts: [0; LATENESS_SLOTS],
+        }
+    }
+}
+
+impl Lateness {
+    /// Counts one frame `late_us` late, to the nearest [`LATENESS_STEP_US`].
+    fn record(&mut self, late_us: u64, stats: &mut StreamStats) {
+        let step = (late_us + LATENESS_STEP_US / 2) / LATENESS_STEP_US;
+        match self.counts.get_mut(step as usize) {
+            Some(c) => *c += 1,
+            None => stats.lateness_us.record(step * LATENESS_STEP_US),
+        }
+    }
+
+    fn fold_into(&mut self, stats: &mut StreamStats) {
+        for (step, c) in self.counts.iter_mut().enumerate() {
+            if *c > 0 {
+                stats
+                    .lateness_us
+                    .record_n(step as u64 * LATENESS_STEP_US, u64::from(*c));
+                *c = 0;
+            }
+        }
+    }
+}
+
 /// The agent's audio as the caller's loudspeaker plays it: when the queue runs dry, and the
 /// marks waiting for it.
 #[derive(Debug, Default)]
@@ -277,15 +353,15 @@ pub struct Call {
     t0: Instant,
     next_slot: u64,
     speaker: Loudspeaker,
-    /// Reused for every outgoing `media` message.
-    out: BytesMut,
+    /// Frame lateness since the last flush, by 0.1 ms step (folded into `stats` on flush).
+    lateness: Lateness,
     /// Tallies since the last flush.
-    pub stats: StreamStats,
+    stats: StreamStats,
     /// Custom requests since the last flush.
-    pub records: Vec<Record>,
+    records: Vec<Record>,
     names: &'static Names,
     /// When the handshake completed.
-    pub connected_at: Instant,
+    connected_at: Instant,
 }
 
 impl Call {
@@ -320,7 +396,7 @@ impl Call {
             t0: now,
             next_slot: 0,
             speaker: Loudspeaker::default(),
-            out: BytesMut::with_capacity(512),
+            lateness: Lateness::default(),
             stats: StreamStats::default(),
             records: vec![Record::ok(WS, names.connect, took)],
             names,
@@ -353,6 +429,12 @@ impl Call {
         // The media clock starts with the stream.
         self.t0 = Instant::now();
         Ok(())
+    }
+
+    /// The tallies since the last call, lateness included; the call starts afresh.
+    pub fn take_stats(&mut self) -> StreamStats {
+        self.lateness.fold_into(&mut self.stats);
+        std::mem::take(&mut self.stats)
     }
 
     /// How long the call has been up.
@@ -428,55 +510,31 @@ impl Call {
         while self.next_slot < due {
             let slot = self.next_slot;
             self.next_slot += 1;
-            self.write_media(slot, script.next_frame(now));
+            let message = self.media_message(slot, script.next_frame(now));
             let late = Instant::now().saturating_duration_since(self.slot_time(slot));
             let late_us = late.as_micros() as u64;
             self.stats.frames_scheduled += 1;
-            self.stats.lateness_us.record(lateness_bucket(late_us));
+            self.lateness.record(late_us, &mut self.stats);
             if late_us > LATE_FRAME_US {
                 self.stats.frames_late += 1;
             }
-            self.send_out().await?;
+            self.send(message).await?;
             self.stats.frames_sent += 1;
         }
         Ok(())
     }
 
-    /// Writes slot `slot`'s `media` message into `out`, as Twilio words it.
-    fn write_media(&mut self, slot: u64, audio: Option<&[u8]>) {
+    /// Slot `slot`'s `media` message, as Twilio words it, written by hand (no serde, no
+    /// allocation: the buffer is the thread's, reclaimed once the frame is on its way).
+    fn media_message(&mut self, slot: u64, audio: Option<&[u8]>) -> Message {
         self.seq += 1;
         self.chunk += 1;
-        let out = &mut self.out;
-        out.reserve(FRAME_B64 + 256);
-        out.put_slice(br#"{"event":"media","sequenceNumber":""#);
-        put_u64(out, self.seq);
-        out.put_slice(br#"","media":{"track":"inbound","chunk":""#);
-        put_u64(out, self.chunk);
-        out.put_slice(br#"","timestamp":""#);
-        put_u64(out, slot * FRAME.as_millis() as u64);
-        out.put_slice(br#"","payload":""#);
-        match audio {
-            None => out.put_slice(SILENCE_B64.as_bytes()),
-            Some(bytes) => {
-                let mut frame = [SILENCE; FRAME_BYTES];
-                let n = bytes.len().min(FRAME_BYTES);
-                frame[..n].copy_from_slice(&bytes[..n]);
-                let mut b64 = [0u8; FRAME_B64];
-                let len = base64::engine::general_purpose::STANDARD
-                    .encode_slice(frame, &mut b64)
-                    .unwrap_or(0);
-                out.put_slice(&b64[..len]);
-            }
-        }
-        out.put_slice(br#""},"streamSid":""#);
-        out.put_slice(self.stream_sid.as_bytes());
-        out.put_slice(br#""}"#);
-    }
-
-    /// Sends what `write_media` wrote; the buffer comes back for reuse once the frame is out.
-    async fn send_out(&mut self) -> Result<(), Failure> {
-        let text = Utf8Bytes::try_from(self.out.split()).map_err(|_| Failure::protocol("non-UTF-8 frame"))?;
-        self.send(Message::Text(text)).await
+        SCRATCH.with_borrow_mut(|out| {
+            let timestamp = slot * FRAME.as_millis() as u64;
+            write_media(out, [self.seq, self.chunk, timestamp], audio, &self.stream_sid);
+            // Only ASCII was written, so this never fails.
+            Message::Text(Utf8Bytes::try_from(out.split()).unwrap_or_default())
+        })
     }
 
     async fn send_text(&mut self, text: String) -> Result<(), Failure> {
@@ -559,7 +617,11 @@ impl Call {
             };
             self.send_text(echo.to_json()).await?;
             self.stats.marks_echoed += 1;
-            self.records.push(Record::ok(WS, self.names.mark, now - arrived));
+            self.records.push(Record::ok(
+                WS,
+                self.names.mark,
+                now.saturating_duration_since(arrived),
+            ));
             script.heard(now, Heard::Played);
         }
         Ok(())
@@ -596,12 +658,6 @@ async fn bounded<F: Future>(limit: Duration, fut: F) -> Result<F::Output, Failur
     tokio::time::timeout(limit, fut)
         .await
         .map_err(|_| Failure::timeout())
-}
-
-/// Lateness to the nearest [`LATENESS_STEP_US`]: plenty for millisecond targets, and it keeps a
-/// call's histogram to a handful of buckets (small to keep, cheap to merge each second).
-fn lateness_bucket(late_us: u64) -> u64 {
-    (late_us + LATENESS_STEP_US / 2) / LATENESS_STEP_US * LATENESS_STEP_US
 }
 
 fn put_u64(out: &mut BytesMut, mut n: u64) {
@@ -826,14 +882,14 @@ impl<S: Script> Line<S> {
 
     /// Takes a finished call's last tallies.
     fn absorb(&mut self, mut call: Call) {
-        self.stats.merge(&call.stats);
+        self.stats.merge(&call.take_stats());
         self.records.append(&mut call.records);
     }
 
     /// Merges this slice's tallies into the run's measurements and records its requests.
     async fn flush(&mut self, user: &mut GooseUser, shared: &Shared) -> TransactionResult {
         if let Some(call) = self.call.as_mut() {
-            self.stats.merge(&std::mem::take(&mut call.stats));
+            self.stats.merge(&call.take_stats());
             self.records.append(&mut call.records);
         }
         shared.measurements.add_streams(&std::mem::take(&mut self.stats));
@@ -878,6 +934,58 @@ mod tests {
             assert_eq!(payload_len(&b64).unwrap(), n);
         }
         assert!(payload_len("abc").is_err());
+    }
+
+    #[test]
+    fn media_messages_are_twilio_json() {
+        let mut out = BytesMut::new();
+        let speech: Vec<u8> = (0..100).collect();
+        for (audio, want) in [
+            (None, vec![SILENCE; 160]),
+            (Some(&speech[..]), {
+                let mut v = speech.clone();
+                v.resize(160, SILENCE);
+                v
+            }),
+        ] {
+            write_media(&mut out, [7, 5, 80], audio, "MZ1");
+            let text = std::str::from_utf8(&out.split()).unwrap().to_string();
+            let Event::Media {
+                sequence_number,
+                media,
+                stream_sid,
+            } = Event::parse(&text).unwrap()
+            else {
+                panic!("{text}");
+            };
+            assert_eq!(
+                (sequence_number, media.chunk, media.timestamp),
+                (Some(7), Some(5), Some(80))
+            );
+            assert_eq!(
+                (media.track.as_deref(), stream_sid.as_str()),
+                (Some("inbound"), "MZ1")
+            );
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(media.payload)
+                .unwrap();
+            assert_eq!(bytes, want);
+        }
+    }
+
+    #[test]
+    fn lateness_is_counted_to_a_tenth_of_a_millisecond() {
+        let (mut l, mut stats) = (Lateness::default(), StreamStats::default());
+        for late_us in [0, 49, 50, 149, 6_300, 6_349, 6_350, 20_000] {
+            l.record(late_us, &mut stats);
+        }
+        l.fold_into(&mut stats);
+        let h = &stats.lateness_us;
+        assert_eq!(h.count, 8);
+        assert_eq!((h.min, h.max), (0, 20_000));
+        assert_eq!(h.count_above(6_300), 2, "{h:?}");
+        assert_eq!(h.sum, 100 + 100 + 6_300 + 6_300 + 6_400 + 20_000);
+        assert!(l.counts.iter().all(|&c| c == 0));
     }
 
     #[test]
