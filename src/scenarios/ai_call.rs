@@ -511,3 +511,101 @@ pub fn ai_call(shared: &Arc<Shared>) -> Result<Scenario, GooseError> {
         }
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn conversation(speech_bytes: usize) -> Conversation {
+        Conversation {
+            utterances: Arc::new(vec![Utterance {
+                text: "a".into(),
+                mulaw: vec![0x10; speech_bytes],
+            }]),
+            measurements: Arc::new(Measurements::default()),
+            duration: Duration::from_secs(60),
+            no_wait: true,
+            ends: None,
+            phase: Phase::Idle,
+            stats: AiStats::default(),
+            records: Vec::new(),
+        }
+    }
+
+    /// Speaks the whole utterance, one frame per 20 ms from `t`; returns when it ended.
+    fn speak(c: &mut Conversation, mut t: Instant) -> Instant {
+        assert_eq!(c.poll(t), Flow::Continue);
+        let mut frames = 0;
+        while matches!(c.phase, Phase::Speaking { .. }) {
+            assert!(c.next_frame(t).is_some_and(|f| f.len() <= FRAME_BYTES));
+            frames += 1;
+            t += call::FRAME;
+        }
+        assert_eq!(frames, 25, "500 ms of speech is 25 frames");
+        match c.phase {
+            Phase::Waiting { ended, .. } => ended,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_turn_times_the_answer_from_the_end_of_speech() {
+        let mut c = conversation(4000); // 500 ms
+        let t0 = Instant::now();
+        c.begin(t0);
+        let ended = speak(&mut c, t0);
+        assert_eq!(c.next_frame(ended), None, "silence while the agent thinks");
+        let ms = Duration::from_millis;
+        c.heard(ended + ms(600), Heard::Audio(160));
+        c.heard(ended + ms(650), Heard::Audio(16_000));
+        c.heard(ended + ms(651), Heard::Mark);
+        assert_eq!(c.phase, Phase::Playing);
+        let turn = &c.stats.turns[0];
+        assert!(turn.ok);
+        assert_eq!((turn.ttfa_ms, turn.turn_ms), (Some(600.0), Some(650.0)));
+        assert!((turn.rtf - 1.3).abs() < 1e-9, "650 ms for 500 ms of speech");
+        c.heard(ended + ms(3000), Heard::Played);
+        assert!(matches!(c.phase, Phase::Pausing { .. }));
+        let mut records = Vec::new();
+        c.flush(&Measurements::default(), &mut records);
+        let names: Vec<_> = records
+            .iter()
+            .map(|r| (r.method, r.name, r.error.is_none()))
+            .collect();
+        assert_eq!(names, vec![(AI, TURN, true), (AI, TTFA, true)]);
+    }
+
+    #[test]
+    fn an_unanswered_turn_fails_and_the_call_goes_on() {
+        let mut c = conversation(4000);
+        let t0 = Instant::now();
+        c.begin(t0);
+        let ended = speak(&mut c, t0);
+        assert_eq!(c.deadline(), Some(ended + TURN_TIMEOUT));
+        assert_eq!(
+            c.poll(ended + TURN_TIMEOUT - Duration::from_millis(1)),
+            Flow::Continue
+        );
+        assert_eq!(c.poll(ended + TURN_TIMEOUT), Flow::Continue);
+        assert!(!c.stats.turns[0].ok);
+        assert_eq!(c.stats.errors.get("no answer within 15s"), Some(&1));
+        // The next turn starts after the pause (none with --no-wait).
+        assert_eq!(c.poll(ended + TURN_TIMEOUT), Flow::Continue);
+        assert!(matches!(c.phase, Phase::Speaking { .. }));
+        // A call that drops mid-turn fails that turn with the call's reason.
+        c.end(Some(&call::Failure::new("closed by server mid-call")));
+        assert_eq!(c.stats.turns.len(), 2);
+        assert_eq!(c.stats.errors.get("closed by server mid-call"), Some(&1));
+        assert_eq!(c.phase, Phase::Idle);
+    }
+
+    #[test]
+    fn no_turn_starts_that_would_outlast_the_call() {
+        let mut c = conversation(8000 * 5); // 5 s of speech
+        c.duration = Duration::from_secs(4);
+        let t0 = Instant::now();
+        c.begin(t0);
+        assert_eq!(c.poll(t0), Flow::HangUp);
+        assert!(c.stats.turns.is_empty());
+    }
+}
