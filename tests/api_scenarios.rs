@@ -3,6 +3,8 @@
 //! a stub answering each route with a status the test picks (the success rules for statuses the
 //! simulator never sends).
 
+mod common;
+
 use axum::extract::{Request, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -59,37 +61,26 @@ struct Users {
 /// Runs `users` of the three classes against `host` for `secs`.
 async fn attack(host: &str, users: Users, no_wait: bool, secs: usize) -> GooseMetrics {
     let shared = shared(no_wait);
-    let attack = GooseAttack::initialize_with_config(GooseConfiguration::default())
-        .unwrap()
-        .register_scenario(api::api_user(&shared).unwrap().set_weight(users.api).unwrap())
-        .register_scenario(
-            webhooks::webhook_user(&shared)
-                .unwrap()
-                .set_weight(users.webhook)
-                .unwrap(),
-        )
-        .register_scenario(
-            api::high_load_user(&shared)
-                .unwrap()
-                .set_weight(users.high_load)
-                .unwrap(),
-        )
-        .set_default(GooseDefault::Host, host)
-        .unwrap()
-        .set_default(GooseDefault::Users, users.api + users.webhook + users.high_load)
-        .unwrap()
-        .set_default(GooseDefault::IncreaseRate, "100")
-        .unwrap()
-        .set_default(GooseDefault::RunTime, secs)
-        .unwrap()
-        .set_default(GooseDefault::NoResetMetrics, true)
-        .unwrap()
-        .set_default(GooseDefault::NoTelnet, true)
-        .unwrap()
-        .set_default(GooseDefault::Quiet, 1)
-        .unwrap()
-        .set_default(GooseDefault::NoPrintMetrics, true)
-        .unwrap();
+    let attack = common::quiet(
+        GooseAttack::initialize_with_config(GooseConfiguration::default())
+            .unwrap()
+            .register_scenario(api::api_user(&shared).unwrap().set_weight(users.api).unwrap())
+            .register_scenario(
+                webhooks::webhook_user(&shared)
+                    .unwrap()
+                    .set_weight(users.webhook)
+                    .unwrap(),
+            )
+            .register_scenario(
+                api::high_load_user(&shared)
+                    .unwrap()
+                    .set_weight(users.high_load)
+                    .unwrap(),
+            ),
+        host,
+        users.api + users.webhook + users.high_load,
+        secs,
+    );
     timeout(ATTACK_LIMIT, attack.execute())
         .await
         .expect("the attack ends in time")

@@ -4,6 +4,8 @@
 //! exactly (message shapes, mark echo timing, clear, protocol errors, dropped calls). Plus the
 //! mock AI mode with no server, and a property test of the Media Streams parser.
 
+mod common;
+
 use futures_util::{SinkExt, StreamExt};
 use goose::config::GooseConfiguration;
 use goose::metrics::GooseMetrics;
@@ -66,27 +68,16 @@ fn shared(
 /// Runs `scenario` with `users` users against `host` for `secs` after they all started;
 /// returns Goose's metrics and how long the attack took.
 async fn attack(scenario: Scenario, host: &str, users: usize, secs: usize) -> (GooseMetrics, Duration) {
-    let attack = GooseAttack::initialize_with_config(GooseConfiguration::default())
-        .unwrap()
-        .set_client_builder_without_cookies(goose::client::GooseClientBuilder::new().without_cookies())
-        .unwrap()
-        .register_scenario(scenario)
-        .set_default(GooseDefault::Host, host)
-        .unwrap()
-        .set_default(GooseDefault::Users, users)
-        .unwrap()
-        .set_default(GooseDefault::IncreaseRate, "100")
-        .unwrap()
-        .set_default(GooseDefault::RunTime, secs)
-        .unwrap()
-        .set_default(GooseDefault::NoResetMetrics, true)
-        .unwrap()
-        .set_default(GooseDefault::NoTelnet, true)
-        .unwrap()
-        .set_default(GooseDefault::Quiet, 1)
-        .unwrap()
-        .set_default(GooseDefault::NoPrintMetrics, true)
-        .unwrap();
+    let attack = common::quiet(
+        GooseAttack::initialize_with_config(GooseConfiguration::default())
+            .unwrap()
+            .set_client_builder_without_cookies(goose::client::GooseClientBuilder::new().without_cookies())
+            .unwrap()
+            .register_scenario(scenario),
+        host,
+        users,
+        secs,
+    );
     let started = Instant::now();
     let metrics = timeout(ATTACK_LIMIT, attack.execute())
         .await

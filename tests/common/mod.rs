@@ -130,3 +130,20 @@ pub fn results(path: &Path) -> serde_json::Value {
     let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     serde_json::from_str(&text).unwrap()
 }
+
+/// The settings every in-process test attack shares: `users` users on `host`, all started at
+/// once, held `secs` seconds, metrics kept from the start, no telnet, nothing printed.
+pub fn quiet(attack: goose::GooseAttack, host: &str, users: usize, secs: usize) -> goose::GooseAttack {
+    use goose::prelude::{GooseDefault, GooseDefaultType};
+    attack
+        .set_default(GooseDefault::Host, host)
+        .and_then(|a| a.set_default(GooseDefault::Users, users))
+        .and_then(|a| a.set_default(GooseDefault::IncreaseRate, "100"))
+        .and_then(|a| a.set_default(GooseDefault::RunTime, secs))
+        .and_then(|a| a.set_default(GooseDefault::NoResetMetrics, true))
+        .and_then(|a| a.set_default(GooseDefault::NoTelnet, true))
+        .and_then(|a| a.set_default(GooseDefault::Quiet, 1))
+        .and_then(|a| a.set_default(GooseDefault::NoPrintMetrics, true))
+        .map(|a| *a)
+        .expect("valid test attack settings")
+}
