@@ -10,8 +10,13 @@
 // Each fuzz target uses one of these functions; the regression test uses them all.
 #![allow(dead_code)]
 
+use phone_agent_load::analysis::analyse;
+use phone_agent_load::analysis::report::render_html;
 use phone_agent_load::analysis::results::Results;
+use phone_agent_load::analysis::summary::summary_text;
+use phone_agent_load::analysis::verdicts::Status;
 use phone_agent_load::audio::decode_wav;
+use phone_agent_load::gaggle::merge::{merge_parts, Part, RunData};
 use phone_agent_load::plan::{AiMode, Overrides, RunPlan};
 use phone_agent_load::profile::Profile;
 use phone_agent_load::twilio::Event;
@@ -103,8 +108,12 @@ pub fn profile(data: &[u8]) {
     }
 }
 
-/// A results file given to `merge` (`analysis::results::Results::read_json`). A file that reads
-/// must write and read back unchanged: `merge` writes what it read.
+/// A results file given to `merge`, through what `merge` does with it
+/// (`gaggle::merge::merge_results_files`): `analysis::results::Results::read_json`, then
+/// `gaggle::merge::RunData::from_results` and `merge_parts` (the file merged with itself), then
+/// the post-run analysis (`analysis::analyse`) and the summary and HTML report of the merged run.
+/// A file that reads must also write and read back unchanged (`merge` writes what it read), and
+/// the analysis must not panic (`analyse` catches a panic and reports it as a hook error).
 ///
 /// `read_json` takes a path, so the input goes through a scratch file (one per call: the
 /// regression test runs inputs on several threads).
@@ -122,6 +131,34 @@ pub fn results(data: &[u8]) {
         );
     }
     let _ = std::fs::remove_file(&path);
+    let Ok(results) = read else {
+        return;
+    };
+    let Ok(data) = RunData::from_results(results, &path) else {
+        return;
+    };
+    let part = Part {
+        name: "fuzz.json".into(),
+        address: None,
+        lost: None,
+        data,
+    };
+    let Ok((record, _workers)) = merge_parts(&[part.clone(), part]) else {
+        return;
+    };
+    let merged = analyse(&record, &[]);
+    let panicked: Vec<&String> = merged
+        .hook_errors
+        .iter()
+        .filter(|e| e.contains("panicked"))
+        .collect();
+    assert!(
+        panicked.is_empty(),
+        "the analysis of a merged run panicked: {panicked:?}"
+    );
+    let _ = summary_text(&merged);
+    let _ = render_html(&merged);
+    let _ = merged.exit_code(Status::Warning);
 }
 
 fn scratch_path() -> PathBuf {

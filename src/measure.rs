@@ -91,7 +91,8 @@ impl Histogram {
                 } else {
                     1u64 << (63 - floor.leading_zeros() - SUB_BITS)
                 };
-                return (floor + width / 2).clamp(self.min, self.max);
+                // A histogram read from a file may hold min > max: never panic on it.
+                return (floor + width / 2).min(self.max).max(self.min.min(self.max));
             }
         }
         self.max

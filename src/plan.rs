@@ -92,6 +92,12 @@ impl RunPlan {
         let (api, ws, ai) = match o.users {
             None => (api, ws, ai),
             Some(0) => bail!("--users must be at least 1"),
+            Some(n) if n > crate::profile::MAX_USERS => {
+                bail!(
+                    "--users {n} is more than one run can start (at most {}; use a gaggle)",
+                    crate::profile::MAX_USERS
+                )
+            }
             Some(n) => {
                 let shares = split(n, &[api, ws, ai]);
                 (shares[0], shares[1], shares[2])
@@ -126,14 +132,16 @@ impl RunPlan {
 /// Splits `total` in proportion to `weights` by largest remainder: the shares add up to `total`,
 /// and ties go to the earlier weight.
 pub fn split(total: usize, weights: &[usize]) -> Vec<usize> {
-    let sum: usize = weights.iter().sum();
+    let sum: usize = weights.iter().fold(0usize, |a, &w| a.saturating_add(w));
     if sum == 0 {
         return vec![0; weights.len()];
     }
-    let mut shares: Vec<usize> = weights.iter().map(|w| total * w / sum).collect();
+    // u128: `total * weight` must not overflow, whatever a profile file says.
+    let (t, s) = (total as u128, sum as u128);
+    let mut shares: Vec<usize> = weights.iter().map(|&w| (t * w as u128 / s) as usize).collect();
     let mut order: Vec<usize> = (0..weights.len()).collect();
     // Largest remainder first; stable sort keeps ties in weight order.
-    order.sort_by_key(|&i| std::cmp::Reverse(total * weights[i] % sum));
+    order.sort_by_key(|&i| std::cmp::Reverse(t * weights[i] as u128 % s));
     let mut left = total - shares.iter().sum::<usize>();
     for i in order {
         if left == 0 {

@@ -16,6 +16,9 @@ pub const BUILT_IN: [(&str, &str); 4] = [
     ("soak", include_str!("../scenarios/soak.toml")),
 ];
 
+/// More users of one kind than this in one process is a typo, not a load test.
+pub const MAX_USERS: usize = 1_000_000;
+
 /// One load profile, as read from its file.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Profile {
@@ -161,6 +164,15 @@ impl Profile {
         }
         if self.run_time.is_zero() {
             bail!("run_time must be at least one second");
+        }
+        for (field, count) in [
+            ("api.users", self.api_users),
+            ("media_streams.count", self.media_streams),
+            ("ai_calls.count", self.ai_calls),
+        ] {
+            if count > MAX_USERS {
+                bail!("{field} = {count} is more than one run can start (at most {MAX_USERS}; spread larger loads over a gaggle)");
+            }
         }
         if self.api_users + self.media_streams + self.ai_calls == 0 {
             bail!("api.users, media_streams.count and ai_calls.count are all 0: nothing to run");
