@@ -386,6 +386,12 @@ impl Results {
                 bail!("{} is not a results file: no \"{key}\" key", path.display());
             }
         }
+        if let Some((at, n)) = implausible_count(&value, String::new()) {
+            bail!(
+                "{} is not a valid results file: {at} = {n} is larger than any run produces (a damaged file?)",
+                path.display()
+            );
+        }
         serde_json::from_value(value)
             .with_context(|| format!("{} is not a valid results file", path.display()))
     }
@@ -475,4 +481,41 @@ fn temp_path(path: &Path) -> Result<PathBuf> {
     tmp.push(name);
     tmp.push(format!(".tmp-{}", std::process::id()));
     Ok(path.with_file_name(tmp))
+}
+
+/// Counts and times above 2^53 (exact in any JSON reader) come from no real run; refusing them
+/// keeps `merge` from overflowing when it adds several files' counters.
+const MAX_PLAUSIBLE: u64 = 1 << 53;
+
+/// The first integer in a results file too large to be real, with where it is.
+fn implausible_count(value: &serde_json::Value, at: String) -> Option<(String, String)> {
+    match value {
+        serde_json::Value::Number(n) => {
+            let too_big = match (n.as_u64(), n.as_i64()) {
+                (Some(u), _) => u > MAX_PLAUSIBLE,
+                (None, Some(i)) => i.unsigned_abs() > MAX_PLAUSIBLE,
+                _ => false,
+            };
+            too_big.then(|| (at, n.to_string()))
+        }
+        serde_json::Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .find_map(|(i, v)| implausible_count(v, format!("{at}[{i}]"))),
+        serde_json::Value::Object(map) => map.iter().find_map(|(k, v)| {
+            let key = if at.is_empty() {
+                k.clone()
+            } else {
+                format!("{at}.{k}")
+            };
+            // Histogram bucket keys are times too; check them like values.
+            let key_too_big = k.parse::<u64>().is_ok_and(|b| b > MAX_PLAUSIBLE);
+            if key_too_big {
+                Some((key.clone(), k.clone()))
+            } else {
+                implausible_count(v, key)
+            }
+        }),
+        _ => None,
+    }
 }
