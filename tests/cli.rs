@@ -6,6 +6,8 @@ use common::{results, run, Server};
 use std::time::Duration;
 
 /// The default run (no --host): starts its own simulator, runs, writes results, exits 0.
+/// Eight seconds give the AI calls several turns: one short turn alone ("Ja.", 0.4 s of speech
+/// against a 0.5 s end-of-speech hangover) is slower than real time and would judge the run.
 #[test]
 fn default_run_starts_its_own_simulator_and_writes_results() {
     let dir = tempfile::tempdir().unwrap();
@@ -14,7 +16,7 @@ fn default_run_starts_its_own_simulator_and_writes_results() {
         &[
             "--headless",
             "--run-time",
-            "4s",
+            "8s",
             "--output",
             out_path.to_str().unwrap(),
         ],
