@@ -118,7 +118,8 @@ fn a_live_run_serves_the_page_and_ends_on_its_own() {
     let dir = tempfile::tempdir().unwrap();
     let run = Run::start(
         dir.path(),
-        &["--host", &server.url, "--run-time", "4s", "--output", "r.json"],
+        // No AI calls: one short AI turn in a 4 s run could judge it (the page is the point here).
+        &["--host", &server.url, "--skip-ai", "--run-time", "4s", "--output", "r.json"],
     );
     let page = run.get("/").expect("the page");
     assert!(page.to_lowercase().contains("<html"), "{page}");
@@ -146,6 +147,7 @@ fn no_autostart_is_driven_from_the_page() {
             &server.url,
             "--no-autostart",
             "--skip-ws",
+            "--skip-ai",
             "--output",
             "r.json",
         ],
