@@ -119,7 +119,15 @@ fn a_live_run_serves_the_page_and_ends_on_its_own() {
     let run = Run::start(
         dir.path(),
         // No AI calls: one short AI turn in a 4 s run could judge it (the page is the point here).
-        &["--host", &server.url, "--skip-ai", "--run-time", "4s", "--output", "r.json"],
+        &[
+            "--host",
+            &server.url,
+            "--skip-ai",
+            "--run-time",
+            "4s",
+            "--output",
+            "r.json",
+        ],
     );
     let page = run.get("/").expect("the page");
     assert!(page.to_lowercase().contains("<html"), "{page}");
