@@ -6,6 +6,7 @@
 //! Layout, one module per concern:
 //! - [`cli`], [`profile`], [`plan`]: the command line, the load profiles and what a run will do.
 //! - [`run`]: one run from start to finish (target, Goose attack, post-run hook).
+//! - [`console`]: the console log: failed requests counted by reason, not one line each.
 //! - [`interrupt`]: Ctrl-C before, during and after the attack, so results are never lost.
 //! - [`target`]: the system under test: the user's host, or the simulator as a child process.
 //! - [`scenarios`]: the Goose scenarios (API, webhooks, media stream, AI call).
@@ -21,6 +22,7 @@ pub mod ai_model;
 pub mod analysis;
 pub mod audio;
 pub mod cli;
+pub mod console;
 pub mod gaggle;
 pub mod interrupt;
 pub mod measure;

@@ -65,6 +65,7 @@ pub fn conclude(
     fail_on: Status,
     hooks: &[Box<dyn PostRunHook>],
 ) -> i32 {
+    crate::console::print_table(&crate::console::take_tally());
     let mut results = analysis::analyse(record, hooks);
     results.set_fail_on(fail_on);
     analysis::summary::print_summary(&results);
@@ -105,6 +106,7 @@ pub struct Prepared {
 /// Checks every option and file, then the target; nothing has been sent to the target yet.
 pub async fn prepare(load: &LoadOptions, goose: GooseConfiguration) -> Result<Prepared> {
     let mut goose = goose;
+    crate::console::install(&mut goose)?;
     let webui = webui::configure(&mut goose, load.headless)?;
     if let Some(ui) = &webui {
         ui.check_port()?;

@@ -198,7 +198,7 @@ async fn create_call(user: &mut GooseUser, body: String) -> TransactionResult {
     } = user.request(request).await?;
     let body = match response {
         Ok(response) => response.bytes().await.ok(),
-        Err(_) => return Err(request_failed(request)),
+        Err(e) => return Err(request_failed(request, &e)),
     };
     settle(user, &mut request, PASS_CREATED)?;
     match body.as_deref().and_then(created_id) {
@@ -260,7 +260,7 @@ pub(super) async fn judge(user: &mut GooseUser, goose: GooseResponse, passes: &[
     } = goose;
     match response {
         Ok(response) => drop(response.bytes().await),
-        Err(_) => return Err(request_failed(request)),
+        Err(e) => return Err(request_failed(request, &e)),
     }
     settle(user, &mut request, passes)
 }
@@ -280,8 +280,10 @@ fn settle(user: &mut GooseUser, request: &mut GooseRequestMetric, passes: &[u16]
     Ok(())
 }
 
-/// A request that got no answer: Goose has recorded (and logged) it; the transaction fails.
-fn request_failed(request: GooseRequestMetric) -> Box<TransactionError> {
+/// A request that got no answer: Goose has recorded it; the console counts it by its cause; the
+/// transaction fails.
+fn request_failed(request: GooseRequestMetric, e: &reqwest::Error) -> Box<TransactionError> {
+    crate::console::count_transport(e);
     Box::new(TransactionError::RequestFailed {
         raw_request: Box::new(request),
     })
@@ -294,6 +296,7 @@ fn fail(
     request: &mut GooseRequestMetric,
     reason: Cow<'static, str>,
 ) -> TransactionResult {
+    crate::console::count(&reason);
     if request.success {
         // Always an `Err` (the request's); the transaction's below carries the reason too.
         let _ = user.set_failure(&reason, request, None, None);

@@ -124,6 +124,7 @@ impl Record {
     }
 
     pub fn failed(method: &'static str, name: &'static str, took: Duration, f: &Failure) -> Record {
+        crate::console::count(&format!("{method} {name}: {}", f.reason));
         Record {
             method,
             name,

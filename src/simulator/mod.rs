@@ -53,6 +53,15 @@ pub struct ServeOptions {
     /// Share (0-1) of REST/webhook requests answered 500
     #[arg(long, default_value_t = 0.0, value_parser = share)]
     pub error_rate: f64,
+    /// Share (0-1) of REST/webhook requests accepted and never answered (the client's timeout ends them)
+    #[arg(long, default_value_t = 0.0, value_parser = share)]
+    pub stall_rate: f64,
+    /// Share (0-1) of REST/webhook answers replaced by garbage of --garbage-kind
+    #[arg(long, default_value_t = 0.0, value_parser = share)]
+    pub garbage_rate: f64,
+    /// What a garbage answer is
+    #[arg(long, value_enum, default_value_t = GarbageKind::Mixed)]
+    pub garbage_kind: GarbageKind,
     /// Requests per second per client (peer IP) before 429, with a burst of one second's worth (off unless given)
     #[arg(long, value_parser = positive)]
     pub rate_limit: Option<f64>,
@@ -65,12 +74,36 @@ pub struct ServeOptions {
     /// Share (0-1) of media streams dropped mid-call (1-5 s in, without a close frame)
     #[arg(long, default_value_t = 0.0, value_parser = share)]
     pub drop_rate: f64,
+    /// Share (0-1) of media streams on which the agent sends malformed and unknown events
+    #[arg(long, default_value_t = 0.0, value_parser = share)]
+    pub ws_garbage_rate: f64,
+    /// Share (0-1) of media streams on which the agent sends one oversized (4 MiB) message
+    #[arg(long, default_value_t = 0.0, value_parser = share)]
+    pub ws_oversized_rate: f64,
+    /// Share (0-1) of AI turns the agent never answers
+    #[arg(long, default_value_t = 0.0, value_parser = share)]
+    pub ai_mute_rate: f64,
     /// Memory retained and never freed per created call and per media stream, in KB (a deliberate leak)
     #[arg(long, default_value_t = 0)]
     pub leak_kb_per_call: u64,
     /// Calls kept in memory; the oldest are evicted beyond it
     #[arg(long, default_value_t = DEFAULT_MAX_CALLS, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     pub max_calls: usize,
+}
+
+/// The kinds of broken answer `--garbage-rate` sends.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GarbageKind {
+    /// 200 with `text/html` and an HTML error page where JSON was due
+    NotJson,
+    /// 200 with a JSON body labelled `text/plain`
+    WrongType,
+    /// 200 whose body ends before its Content-Length
+    Truncated,
+    /// 200 with a 64 MiB JSON body
+    Huge,
+    /// Each of the above in turn
+    Mixed,
 }
 
 impl Default for ServeOptions {
@@ -82,10 +115,16 @@ impl Default for ServeOptions {
             api_latency_ms: 0,
             api_jitter_ms: 0,
             error_rate: 0.0,
+            stall_rate: 0.0,
+            garbage_rate: 0.0,
+            garbage_kind: GarbageKind::Mixed,
             rate_limit: None,
             ai_slowdown: 1.0,
             max_streams: None,
             drop_rate: 0.0,
+            ws_garbage_rate: 0.0,
+            ws_oversized_rate: 0.0,
+            ai_mute_rate: 0.0,
             leak_kb_per_call: 0,
             max_calls: DEFAULT_MAX_CALLS,
         }
@@ -104,7 +143,16 @@ impl ServeOptions {
     /// The checks clap makes, for options built in code.
     fn validate(&self) -> anyhow::Result<()> {
         share(&self.error_rate.to_string()).map_err(|e| anyhow::anyhow!("--error-rate: {e}"))?;
-        share(&self.drop_rate.to_string()).map_err(|e| anyhow::anyhow!("--drop-rate: {e}"))?;
+        for (name, value) in [
+            ("--drop-rate", self.drop_rate),
+            ("--stall-rate", self.stall_rate),
+            ("--garbage-rate", self.garbage_rate),
+            ("--ws-garbage-rate", self.ws_garbage_rate),
+            ("--ws-oversized-rate", self.ws_oversized_rate),
+            ("--ai-mute-rate", self.ai_mute_rate),
+        ] {
+            share(&value.to_string()).map_err(|e| anyhow::anyhow!("{name}: {e}"))?;
+        }
         positive(&self.ai_slowdown.to_string()).map_err(|e| anyhow::anyhow!("--ai-slowdown: {e}"))?;
         if let Some(rate) = self.rate_limit {
             positive(&rate.to_string()).map_err(|e| anyhow::anyhow!("--rate-limit: {e}"))?;

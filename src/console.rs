@@ -1,0 +1,333 @@
+//! The console log: Goose's logger, minus its one WARN line per failed request.
+//!
+//! Goose 0.19 logs every request that gets no answer (`"/path": error sending request ...`):
+//! thousands of lines a second against a dead target, even with `-q`. Goose installs its
+//! logger inside `execute()` and keeps the first global logger it finds, so we install ours
+//! first: the same levels (`-q`, `-v`) and format on the console and in `--goose-log`, but the
+//! per-request lines are counted instead of printed. Scenarios count every failed request by
+//! its reason ([`count`], [`count_transport`]); a reporter prints the counts of the last few
+//! seconds, and the run ends with a table of them ([`take_tally`], [`print_table`]).
+//!
+//! A bare `--goose-log` (a log in each run's folder) or a gzipped one is left to Goose, whose
+//! file handling is private: then its per-request lines reach the console as before.
+
+use goose::config::GooseConfiguration;
+use log::{Level, LevelFilter, Log, Metadata, Record};
+use simplelog::{Config, SharedLogger, SimpleLogger, WriteLogger};
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::{Mutex, OnceLock};
+use std::time::Duration;
+
+/// How often the reporter prints the counts of failed requests.
+pub const REPORT_EVERY: Duration = Duration::from_secs(5);
+
+/// Failed requests by reason.
+pub type Tally = BTreeMap<String, u64>;
+
+struct Counts {
+    /// Whole run, by reason.
+    run: Tally,
+    /// Since the last report, by reason.
+    window: Tally,
+}
+
+static COUNTS: Mutex<Counts> = Mutex::new(Counts {
+    run: BTreeMap::new(),
+    window: BTreeMap::new(),
+});
+/// Goose's per-request lines swallowed, and transport errors the scenarios gave a reason for:
+/// the difference is requests that failed in code that does not count (a user's own scenario).
+static SWALLOWED: AtomicU64 = AtomicU64::new(0);
+static ATTRIBUTED: AtomicU64 = AtomicU64::new(0);
+static INSTALLED: OnceLock<bool> = OnceLock::new();
+static REPORTING: AtomicBool = AtomicBool::new(false);
+
+/// The reason Goose's swallowed lines are filed under when no scenario gave one.
+const UNATTRIBUTED: &str = "error sending request (no reason given)";
+
+/// Counts one failed request under `reason` ("Unexpected status 500", "refused upgrade: 503").
+pub fn count(reason: &str) {
+    let mut counts = COUNTS.lock().unwrap_or_else(|e| e.into_inner());
+    *counts.window.entry(reason.to_string()).or_default() += 1;
+    *counts.run.entry(reason.to_string()).or_default() += 1;
+}
+
+/// Counts a request that got no answer, under its root cause ("connection refused",
+/// "timed out"), and returns that reason.
+pub fn count_transport(e: &reqwest::Error) -> String {
+    let reason = transport_reason(e);
+    ATTRIBUTED.fetch_add(1, Relaxed);
+    count(&reason);
+    reason
+}
+
+/// The root cause of a request error, as a short reason: reqwest's own text ("error sending
+/// request for url (...)") says which request, never why.
+pub fn transport_reason(e: &reqwest::Error) -> String {
+    if e.is_timeout() {
+        return "timeout".into();
+    }
+    let mut source: &dyn std::error::Error = e;
+    let mut has_cause = false;
+    while let Some(next) = source.source() {
+        source = next;
+        has_cause = true;
+    }
+    let text = source.to_string();
+    let text = match text.find(" (os error") {
+        Some(i) => &text[..i],
+        None => &text,
+    };
+    let text = text.to_lowercase();
+    if text.is_empty() || !has_cause {
+        // No source: reqwest's own kind, without the URL.
+        return text
+            .split(" for url")
+            .next()
+            .unwrap_or("request failed")
+            .to_string();
+    }
+    text
+}
+
+/// The whole run's failed requests by reason, and a fresh count for the next run (the web UI
+/// runs several in one process).
+pub fn take_tally() -> Tally {
+    settle_unattributed();
+    let mut counts = COUNTS.lock().unwrap_or_else(|e| e.into_inner());
+    counts.window.clear();
+    std::mem::take(&mut counts.run)
+}
+
+/// Prints the failed requests by reason, most frequent first; nothing when none failed.
+pub fn print_table(tally: &Tally) {
+    if let Some(table) = format_table(tally) {
+        println!("{table}");
+    }
+}
+
+/// The table [`print_table`] prints.
+pub fn format_table(tally: &Tally) -> Option<String> {
+    let total: u64 = tally.values().sum();
+    if total == 0 {
+        return None;
+    }
+    let mut rows: Vec<_> = tally.iter().collect();
+    rows.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+    let mut out = format!("\nFailed requests by reason ({} in all)\n", thousands(total));
+    out.push_str(&format!("  {:>12}  reason\n", "count"));
+    for (reason, n) in rows {
+        out.push_str(&format!("  {:>12}  {reason}\n", thousands(*n)));
+    }
+    Some(out)
+}
+
+/// Installs the console logger for this process (once; later calls change nothing). With an
+/// explicit `--goose-log` path, the file is opened here and taken from Goose's configuration.
+/// Returns whether ours is the logger; an error if the Goose log cannot be created.
+pub fn install(config: &mut GooseConfiguration) -> anyhow::Result<bool> {
+    if let Some(&installed) = INSTALLED.get() {
+        return Ok(installed);
+    }
+    let path = config.goose_log.clone().filter(|p| !p.is_empty());
+    if path
+        .as_deref()
+        .is_some_and(|p| p == goose::config::RUN_FOLDER || p.ends_with(".gz"))
+    {
+        let _ = INSTALLED.set(false);
+        return Ok(false);
+    }
+    let console_level = match (config.verbose, config.quiet) {
+        (0, 0) => LevelFilter::Info,
+        (0, _) => LevelFilter::Warn,
+        (1, _) => LevelFilter::Debug,
+        _ => LevelFilter::Trace,
+    };
+    let mut inner: Vec<Box<dyn SharedLogger>> = vec![SimpleLogger::new(console_level, Config::default())];
+    if let Some(path) = &path {
+        let file = std::fs::File::create(path)
+            .map_err(|e| anyhow::anyhow!("cannot create the Goose log {path}: {e} (check --goose-log)"))?;
+        let file_level = match config.log_level {
+            0 => LevelFilter::Warn,
+            1 => LevelFilter::Info,
+            2 => LevelFilter::Debug,
+            _ => LevelFilter::Trace,
+        };
+        inner.push(WriteLogger::new(file_level, Config::default(), file));
+        config.goose_log = None;
+    }
+    let max = inner.iter().map(|l| l.level()).max().unwrap_or(LevelFilter::Info);
+    let ours = log::set_boxed_logger(Box::new(ConsoleLog { inner })).is_ok();
+    if ours {
+        log::set_max_level(max);
+        start_reporter();
+    }
+    let _ = INSTALLED.set(ours);
+    Ok(ours)
+}
+
+/// Goose's logger with the per-request lines taken out of the console.
+struct ConsoleLog {
+    inner: Vec<Box<dyn SharedLogger>>,
+}
+
+impl ConsoleLog {
+    /// Goose's line for a request that got no answer (`goose::goose`, WARN, `"/path": ...`).
+    fn per_request(record: &Record) -> bool {
+        record.level() == Level::Warn
+            && record.target() == "goose::goose"
+            && record.args().to_string().starts_with('"')
+    }
+
+    /// Goose's note that its own logger could not be installed: ours is, on purpose.
+    fn goose_logger_refused(record: &Record) -> bool {
+        record.target().starts_with("goose::config")
+            && record
+                .args()
+                .to_string()
+                .starts_with("failed to initialize CombinedLogger")
+    }
+}
+
+impl Log for ConsoleLog {
+    fn enabled(&self, metadata: &Metadata) -> bool {
+        self.inner.iter().any(|l| l.enabled(metadata))
+    }
+
+    fn log(&self, record: &Record) {
+        if Self::per_request(record) {
+            SWALLOWED.fetch_add(1, Relaxed);
+            // The file keeps every line: it is the place to look for one request.
+            for logger in self.inner.iter().skip(1) {
+                logger.log(record);
+            }
+            return;
+        }
+        if Self::goose_logger_refused(record) {
+            return;
+        }
+        for logger in &self.inner {
+            logger.log(record);
+        }
+    }
+
+    fn flush(&self) {
+        for logger in &self.inner {
+            logger.flush();
+        }
+    }
+}
+
+/// Files Goose's swallowed lines that no scenario gave a reason for.
+fn settle_unattributed() {
+    let swallowed = SWALLOWED.swap(0, Relaxed);
+    let attributed = ATTRIBUTED.swap(0, Relaxed);
+    // A scenario may count a failure a moment before Goose's line for it arrives; keep the
+    // excess for the next settling rather than losing it.
+    if attributed > swallowed {
+        ATTRIBUTED.fetch_add(attributed - swallowed, Relaxed);
+    } else if swallowed > attributed {
+        let n = swallowed - attributed;
+        let mut counts = COUNTS.lock().unwrap_or_else(|e| e.into_inner());
+        *counts.window.entry(UNATTRIBUTED.into()).or_default() += n;
+        *counts.run.entry(UNATTRIBUTED.into()).or_default() += n;
+    }
+}
+
+/// Every [`REPORT_EVERY`], one WARN line with the failed requests since the last one.
+fn start_reporter() {
+    if REPORTING.swap(true, Relaxed) {
+        return;
+    }
+    let spawned = std::thread::Builder::new()
+        .name("failure-report".into())
+        .spawn(|| loop {
+            std::thread::sleep(REPORT_EVERY);
+            settle_unattributed();
+            let window = std::mem::take(&mut COUNTS.lock().unwrap_or_else(|e| e.into_inner()).window);
+            if let Some(line) = format_window(&window) {
+                log::warn!("{line}");
+            }
+        });
+    if spawned.is_err() {
+        REPORTING.store(false, Relaxed);
+    }
+}
+
+/// "failed requests in the last 5 s: 1,234 (connection refused 1,200, Unexpected status 500 34)".
+fn format_window(window: &Tally) -> Option<String> {
+    let total: u64 = window.values().sum();
+    if total == 0 {
+        return None;
+    }
+    let mut rows: Vec<_> = window.iter().collect();
+    rows.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+    let shown: Vec<String> = rows
+        .iter()
+        .take(5)
+        .map(|(reason, n)| format!("{reason} {}", thousands(**n)))
+        .collect();
+    let more = match rows.len().saturating_sub(5) {
+        0 => String::new(),
+        1 => ", 1 more reason".to_string(),
+        n => format!(", {n} more reasons"),
+    };
+    Some(format!(
+        "failed requests in the last {} s: {} ({}{more})",
+        REPORT_EVERY.as_secs(),
+        thousands(total),
+        shown.join(", ")
+    ))
+}
+
+/// 1234567 as "1,234,567".
+fn thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn thousands_groups_digits() {
+        assert_eq!(thousands(0), "0");
+        assert_eq!(thousands(999), "999");
+        assert_eq!(thousands(1000), "1,000");
+        assert_eq!(thousands(1234567), "1,234,567");
+    }
+
+    #[test]
+    fn window_line_names_the_commonest_reasons_first() {
+        let mut w = Tally::new();
+        w.insert("Unexpected status 500".into(), 34);
+        w.insert("connection refused".into(), 1200);
+        let line = format_window(&w).unwrap();
+        assert_eq!(
+            line,
+            "failed requests in the last 5 s: 1,234 (connection refused 1,200, Unexpected status 500 34)"
+        );
+        assert!(format_window(&Tally::new()).is_none());
+    }
+
+    #[test]
+    fn table_lists_every_reason_with_the_total() {
+        let mut t = Tally::new();
+        t.insert("timeout".into(), 7);
+        t.insert("connection refused".into(), 12345);
+        let table = format_table(&t).unwrap();
+        assert!(table.contains("(12,352 in all)"), "{table}");
+        let refused = table.find("connection refused").unwrap();
+        let timeout = table.find("timeout").unwrap();
+        assert!(refused < timeout, "{table}");
+    }
+}
