@@ -330,4 +330,27 @@ mod tests {
         let timeout = table.find("timeout").unwrap();
         assert!(refused < timeout, "{table}");
     }
+
+    #[tokio::test]
+    async fn transport_reason_is_the_root_cause() {
+        // A port nothing listens on: bind one, note it, close it.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let e = reqwest::get(format!("http://127.0.0.1:{port}/x")).await.unwrap_err();
+        assert_eq!(transport_reason(&e), "connection refused");
+
+        // A listener that never answers, and a client that gives up.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_millis(200))
+            .build()
+            .unwrap();
+        let e = client.get(format!("http://{addr}/x")).send().await.unwrap_err();
+        assert_eq!(transport_reason(&e), "timeout");
+        drop(listener);
+    }
 }
