@@ -156,6 +156,16 @@ pub fn install(config: &mut GooseConfiguration) -> anyhow::Result<bool> {
         };
         inner.push(WriteLogger::new(file_level, Config::default(), file));
         config.goose_log = None;
+        // Goose's failed logger init still sets the global max level from -q/-v alone, which
+        // would starve a file asking for more (-g with -q): ask Goose for the wider level.
+        if config.verbose == 0 || config.quiet == 0 {
+            (config.verbose, config.quiet) = match console_level.max(file_level) {
+                LevelFilter::Trace => (2, 0),
+                LevelFilter::Debug => (1, 0),
+                LevelFilter::Info => (0, 0),
+                _ => (0, 1),
+            };
+        }
     }
     let max = inner.iter().map(|l| l.level()).max().unwrap_or(LevelFilter::Info);
     let ours = log::set_boxed_logger(Box::new(ConsoleLog { inner })).is_ok();
