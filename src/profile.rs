@@ -57,6 +57,10 @@ pub struct Thresholds {
     pub api_success_pct: Band,
     /// Media-stream connection success in %; lower is worse.
     pub ws_success_pct: Band,
+    /// Media-stream calls that ran to their end, in % of calls dialled; lower is worse.
+    pub ws_call_completion_pct: Band,
+    /// AI turns answered in full, in %; lower is worse.
+    pub ai_turn_success_pct: Band,
     /// Mean real-time factor of AI turns; higher is worse.
     pub ai_rtf: Band,
     /// Memory growth in MB (server and load generator); higher is worse.
@@ -70,6 +74,8 @@ impl Default for Thresholds {
             api_p95_ms: band(200.0, 500.0),
             api_success_pct: band(99.0, 95.0),
             ws_success_pct: band(95.0, 80.0),
+            ws_call_completion_pct: band(95.0, 80.0),
+            ai_turn_success_pct: band(95.0, 80.0),
             ai_rtf: band(0.8, 1.0),
             memory_growth_mb: band(50.0, 100.0),
         }
@@ -104,6 +110,65 @@ struct CallSection {
     duration: String,
 }
 
+/// A TOML error on one line: where (line, field) and what, without TOML's multi-line snippet.
+fn toml_error(text: &str, e: &toml::de::Error) -> anyhow::Error {
+    let what = e.message().trim().replace('\n', "; ");
+    let Some(span) = e.span().filter(|s| s.start <= text.len()) else {
+        return anyhow!("{what}");
+    };
+    if what.starts_with("missing field") {
+        // TOML points at the table that lacks it (the file's start for a top-level field).
+        let header = text[span.start..].lines().next().unwrap_or_default().trim();
+        return match header.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+            Some(table) => anyhow!("[{}]: {what}", table.trim()),
+            None => anyhow!("{what} (a top-level field or table)"),
+        };
+    }
+    let before = &text[..span.start];
+    let line_no = before.matches('\n').count() + 1;
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    let line = text[line_start..].lines().next().unwrap_or_default().trim();
+    let table = text[..line_start]
+        .lines()
+        .rev()
+        .map(str::trim)
+        .find_map(|l| l.strip_prefix('[').and_then(|l| l.strip_suffix(']')))
+        .map(str::trim);
+    let field = match (line.split_once('='), table) {
+        (Some((key, _)), Some(table)) if !line.starts_with('[') => format!(", field {table}.{}", key.trim()),
+        (Some((key, _)), None) if !line.starts_with('[') => format!(", field {}", key.trim()),
+        _ => String::new(),
+    };
+    anyhow!("line {line_no}{field}: {what} (the line reads `{line}`)")
+}
+
+/// The line (1-based) where a field such as `spawn_rate`, `api.users` or
+/// `thresholds.ai_rtf` is set, if the text sets it.
+fn line_of(text: &str, field: &str) -> Option<usize> {
+    let (table, key) = match field.split_once('.') {
+        Some((table, key)) => (Some(table), key),
+        None => (None, field),
+    };
+    if key.is_empty() || !key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+        return None;
+    }
+    let mut current: Option<&str> = None;
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if let Some(header) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+            current = Some(header.trim());
+            continue;
+        }
+        let sets_key = line
+            .split_once('=')
+            .is_some_and(|(k, _)| k.trim() == key && !line.starts_with('#'));
+        if sets_key && current == table {
+            return Some(i + 1);
+        }
+    }
+    None
+}
+
 /// The names `--profile` accepts without a path.
 pub fn built_in_names() -> Vec<&'static str> {
     BUILT_IN.iter().map(|(name, _)| *name).collect()
@@ -131,7 +196,19 @@ impl Profile {
 
     /// Parses a profile file's text; errors name the line and field.
     pub fn parse(name: &str, text: &str) -> Result<Profile> {
-        let file: ProfileFile = toml::from_str(text).map_err(|e| anyhow!("{}", e.to_string().trim_end()))?;
+        let file: ProfileFile = toml::from_str(text).map_err(|e| toml_error(text, &e))?;
+        Profile::from_file(name, file).map_err(|e| {
+            // Every check's message starts with the field it judges: point at its line.
+            let msg = e.to_string();
+            let field = msg.split([' ', ':', ',']).next().unwrap_or_default();
+            match line_of(text, field) {
+                Some(n) => anyhow!("line {n}: {msg}"),
+                None => e,
+            }
+        })
+    }
+
+    fn from_file(name: &str, file: ProfileFile) -> Result<Profile> {
         let span = |field: &str, value: &str| -> Result<Duration> {
             goose::util::parse_timespan(value)
                 .map(|s| Duration::from_secs(s as u64))

@@ -370,7 +370,8 @@ fn results_hold_every_contract_key_and_round_trip() {
         assert_eq!(v["memory"][who]["samples"][0].as_array().unwrap().len(), 2);
     }
     let verdicts = v["verdicts"].as_array().unwrap();
-    assert_eq!(verdicts.len(), 6, "{verdicts:#?}");
+    // API p95 and success, stream connections and completed calls, AI turns and RTF, two memories.
+    assert_eq!(verdicts.len(), 8, "{verdicts:#?}");
     for verdict in verdicts {
         has(
             verdict,
@@ -498,6 +499,38 @@ fn leak_and_slow_pipeline_are_critical_and_fail_the_run() {
         text.contains("MB in one hour") && text.contains("RESULT: FAILED"),
         "{text}"
     );
+}
+
+#[test]
+fn unanswered_turns_and_failed_calls_are_critical_though_everything_connected() {
+    let mut run = healthy_record(AiMode::Stream);
+    // Every stream connected, but most calls ended in a protocol error or a drop.
+    run.measured.streams.calls_completed = 2;
+    run.measured.streams.calls_failed = 8;
+    // The agent never answered: no RTF, so only the turn verdict can say so.
+    for t in &mut run.measured.ai.turns {
+        t.ok = false;
+    }
+    let r = analyse(&run, &[]);
+    let verdict = |m: &str| r.verdicts.iter().find(|v| v.metric == m).cloned();
+    assert_eq!(verdict("media stream success").unwrap().status, Status::Target);
+    let calls = verdict("media stream calls completed").unwrap();
+    assert_eq!((calls.value, calls.status), (20.0, Status::Critical));
+    let turns = verdict("AI turn success").unwrap();
+    assert_eq!((turns.value, turns.status), (0.0, Status::Critical));
+    assert!(verdict("AI real-time factor").is_none(), "no answered turn, no RTF");
+    assert!(!r.passed);
+    assert_eq!(r.exit_code(Status::Critical), 2);
+
+    // 19 of 20 answered: a warning at the 95 % edge; 9 of 10 calls: a warning.
+    let mut run = healthy_record(AiMode::Stream);
+    run.measured.ai.turns[0].ok = false;
+    run.measured.streams.calls_completed = 9;
+    run.measured.streams.calls_failed = 1;
+    let r = analyse(&run, &[]);
+    let status = |m: &str| r.verdicts.iter().find(|v| v.metric == m).unwrap().status;
+    assert_eq!(status("AI turn success"), Status::Warning);
+    assert_eq!(status("media stream calls completed"), Status::Warning);
 }
 
 #[test]

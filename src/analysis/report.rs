@@ -106,11 +106,11 @@ fn verdict_table(h: &mut String, r: &Results) {
     }
 }
 
-/// The AI verdict's band, or SPEC §5's 0.8x / 1.0x.
+/// The RTF verdict's band, or SPEC §5's 0.8x / 1.0x.
 fn rtf_lines(r: &Results) -> (f64, f64) {
     r.verdicts
         .iter()
-        .find(|v| v.section.as_deref() == Some("ai_pipeline") && v.warning_at.is_some())
+        .find(|v| v.section.as_deref() == Some("ai_pipeline") && v.unit == "x" && v.warning_at.is_some())
         .and_then(|v| Some((v.warning_at?, v.critical_at?)))
         .unwrap_or((0.8, 1.0))
 }

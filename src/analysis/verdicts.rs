@@ -193,6 +193,44 @@ pub fn standard_verdicts(r: &Results, t: &Thresholds) -> Vec<Verdict> {
             ),
         );
     }
+    if let Some(ws) = r.websocket.ran() {
+        let dialled = ws.calls_completed + ws.calls_failed;
+        if dialled > 0 {
+            out.push(
+                Verdict::judged(
+                    "media stream calls completed",
+                    100.0 * ws.calls_completed as f64 / dialled as f64,
+                    "%",
+                    t.ws_call_completion_pct,
+                    false,
+                    Some("websocket"),
+                )
+                .with_detail(format!("{} of {dialled} calls", ws.calls_completed))
+                .recommend(
+                    "some calls end early: see the websocket errors (dropped, protocol errors)",
+                    "calls failing mid-call: see the websocket errors; the server drops streams or \
+                     sends what Twilio would reject",
+                ),
+            );
+        }
+    }
+    if let Some(ai) = r.ai_pipeline.ran().filter(|a| a.turns > 0) {
+        out.push(
+            Verdict::judged(
+                "AI turn success",
+                100.0 * ai.successful_turns as f64 / ai.turns as f64,
+                "%",
+                t.ai_turn_success_pct,
+                false,
+                Some("ai_pipeline"),
+            )
+            .with_detail(format!("{} of {} turns answered", ai.successful_turns, ai.turns))
+            .recommend(
+                "some turns go unanswered: see the AI errors",
+                "the agent does not answer: see the AI errors (no answer within the turn timeout)",
+            ),
+        );
+    }
     if let Some(ai) = r.ai_pipeline.ran().filter(|a| a.successful_turns > 0) {
         out.push(
             Verdict::judged(
