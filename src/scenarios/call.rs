@@ -12,6 +12,31 @@
 //!
 //! The frame path is allocation-free and serde-free: the silence payload is encoded once, each
 //! `media` message is written by hand into a per-thread buffer, and lateness is counted inline.
+//!
+//! # When the agent misbehaves
+//!
+//! Every way a call can go wrong ends that call (never the user, never the run) with one failed
+//! row under the call's name in Goose's reports, its reason one of a small fixed set of texts,
+//! counted on the console ([`crate::console::count`]) and in the run's stream errors; then the
+//! user dials again after a back-off ([`BACKOFF_MIN`] doubling to [`BACKOFF_MAX`]), so a broken
+//! agent is never hammered.
+//!
+//! - Upgrade refused: `refused upgrade: 503` (the connect row fails too, with the status).
+//! - The agent ends the call before we hang up (a TCP reset, end of stream, or its close frame):
+//!   `closed by server mid-call`.
+//! - Anything the agent may not send, as Twilio sees it (error 31924: only `media`, `mark` and
+//!   `clear` go from the agent to Twilio), is a protocol error and ends the call, answered with a
+//!   close frame that names it: `protocol error: not JSON`, `... not a JSON object`, `... no
+//!   'event' name`, `... bad 'media' event` (a known event with a missing or mistyped field),
+//!   `... unknown event 'NAME'` (the first [`MAX_UNKNOWN_EVENTS`] names; later ones share one
+//!   reason), `... unexpected 'stop' event` (one only Twilio sends), `... media payload is not
+//!   base64`, `... wrong streamSid`, `... unexpected binary frame`, `... invalid UTF-8`. Unknown
+//!   events are not skipped: an agent that sends them is broken, and a skipped event would hide
+//!   it (a script that did skip them would still have to count them somewhere).
+//! - A message over [`MAX_MESSAGE`] (1 MiB; the agent's legitimate messages are a few KB):
+//!   `protocol error: message too large (over 1 MiB)`, detected from the frame header (or as a
+//!   fragmented message reaches the limit), so no call ever buffers more than that.
+//! - A send that cannot complete within 5 s (the agent stopped reading): `timeout`.
 
 use crate::measure::{Measurements, StreamStats, LATE_FRAME_US};
 use crate::scenarios::Shared;
@@ -27,7 +52,8 @@ use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
-use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{self, Message, Utf8Bytes};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use url::Url;
@@ -46,8 +72,14 @@ const HANGUP_GRACE: Duration = Duration::from_millis(500);
 const MAX_CATCH_UP: u64 = 3;
 /// Pending marks a call keeps; more is an agent gone wrong.
 const MAX_PENDING_MARKS: usize = 1024;
-/// Largest agent message accepted (a whole spoken answer fits many times over).
-const MAX_MESSAGE: usize = 4 << 20;
+/// Largest agent message (and frame) accepted: a whole minute of answer audio in one `media`
+/// message fits; anything bigger fails the call before it is buffered.
+pub const MAX_MESSAGE: usize = 1 << 20;
+/// Unknown event names reported by name; further names share one reason, so an agent inventing
+/// names cannot grow the reports without bound.
+pub const MAX_UNKNOWN_EVENTS: usize = 16;
+/// How long a call failed by a protocol error waits to send its close frame.
+const ABORT_GRACE: Duration = Duration::from_millis(200);
 /// Back-off after a failed call: first and longest wait before dialling again.
 const BACKOFF_MIN: Duration = Duration::from_millis(500);
 const BACKOFF_MAX: Duration = Duration::from_secs(8);
@@ -78,6 +110,8 @@ pub struct Failure {
     pub reason: String,
     /// The HTTP status of a refused upgrade.
     pub status: Option<u16>,
+    /// The close code the caller answers with (protocol errors), if any.
+    close: Option<CloseCode>,
 }
 
 impl Failure {
@@ -85,6 +119,7 @@ impl Failure {
         Failure {
             reason: reason.into(),
             status: None,
+            close: None,
         }
     }
 
@@ -93,7 +128,40 @@ impl Failure {
     }
 
     fn protocol(what: impl std::fmt::Display) -> Failure {
-        Failure::new(format!("protocol error: {what}"))
+        Failure {
+            close: Some(CloseCode::Protocol),
+            ..Failure::new(format!("protocol error: {what}"))
+        }
+    }
+
+    fn too_large() -> Failure {
+        Failure {
+            close: Some(CloseCode::Size),
+            ..Failure::protocol(format_args!("message too large (over {} MiB)", MAX_MESSAGE >> 20))
+        }
+    }
+
+    fn binary() -> Failure {
+        Failure {
+            close: Some(CloseCode::Unsupported),
+            ..Failure::protocol(protocol::ProtocolError::Binary)
+        }
+    }
+
+    fn unknown_event(name: &str) -> Failure {
+        static SEEN: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+        let name: String = name
+            .chars()
+            .map(|c| if c.is_control() || c == '\'' { '?' } else { c })
+            .collect();
+        let mut seen = SEEN.lock().unwrap_or_else(|e| e.into_inner());
+        if !seen.contains(&name) {
+            if seen.len() >= MAX_UNKNOWN_EVENTS {
+                return Failure::protocol("unknown event (too many kinds to name)");
+            }
+            seen.push(name.clone());
+        }
+        Failure::protocol(format_args!("unknown event '{name}'"))
     }
 
     fn timeout() -> Failure {
@@ -561,7 +629,11 @@ impl Call {
             None => return Err(Failure::closed()),
             Some(Err(e)) => return Err(stream_failure(e)),
             Some(Ok(Message::Text(text))) => text,
-            Some(Ok(Message::Binary(_))) => return Err(Failure::protocol(protocol::ProtocolError::Binary)),
+            Some(Ok(Message::Binary(bytes))) => {
+                self.stats.messages_received += 1;
+                self.stats.bytes_received += bytes.len() as u64;
+                return Err(Failure::binary());
+            }
             Some(Ok(Message::Close(_))) => return Err(Failure::closed()),
             // Pings are answered by tungstenite itself.
             Some(Ok(_)) => return Ok(()),
@@ -628,6 +700,26 @@ impl Call {
         Ok(())
     }
 
+    /// Ends a failed call: a protocol error is answered with a close frame naming it (RFC 6455
+    /// asks for one), sent briefly and not waited on; a dead or stalled line is just dropped.
+    async fn abort(&mut self, f: &Failure) {
+        let Some(code) = f.close else { return };
+        // A close reason holds at most 123 bytes.
+        let mut reason = f.reason.as_str();
+        while reason.len() > 123 {
+            let mut end = 123;
+            while !reason.is_char_boundary(end) {
+                end -= 1;
+            }
+            reason = &reason[..end];
+        }
+        let frame = CloseFrame {
+            code,
+            reason: reason.to_string().into(),
+        };
+        let _ = tokio::time::timeout(ABORT_GRACE, self.ws.close(Some(frame))).await;
+    }
+
     /// Hangs up: `stop`, then the WebSocket close handshake (briefly: the server may be gone).
     pub async fn hang_up(&mut self) -> Result<(), Failure> {
         self.seq += 1;
@@ -675,21 +767,23 @@ fn put_u64(out: &mut BytesMut, mut n: u64) {
     out.put_slice(&digits[i..]);
 }
 
-/// Mu-law bytes in a base64 payload, without decoding it.
+/// Mu-law bytes in a base64 payload, checked but not decoded.
 fn payload_len(payload: &str) -> Result<usize, Failure> {
     let b = payload.as_bytes();
-    if !b.len().is_multiple_of(4) {
-        return Err(Failure::protocol("bad media payload"));
-    }
     let pad = b.iter().rev().take(2).take_while(|&&c| c == b'=').count();
+    let is_b64 = |&c: &u8| c.is_ascii_alphanumeric() || c == b'+' || c == b'/';
+    if !b.len().is_multiple_of(4) || !b[..b.len() - pad].iter().all(is_b64) {
+        return Err(Failure::protocol("media payload is not base64"));
+    }
     Ok(b.len() / 4 * 3 - pad)
 }
 
 fn parse_failure(e: protocol::ProtocolError) -> Failure {
     match e {
-        // serde's text carries line/column numbers: one error row per reason, not per position.
-        protocol::ProtocolError::Malformed(_) => Failure::protocol("malformed event"),
-        other => Failure::protocol(other),
+        // A few fixed phrases ("not JSON", "bad 'media' event"): one row per kind.
+        protocol::ProtocolError::Malformed(why) => Failure::protocol(why),
+        protocol::ProtocolError::UnknownEvent(name) => Failure::unknown_event(&name),
+        protocol::ProtocolError::Binary => Failure::binary(),
     }
 }
 
@@ -703,8 +797,8 @@ fn handshake_failure(e: tungstenite::Error, tls: bool) -> Failure {
         E::Http(response) => {
             let status = response.status().as_u16();
             Failure {
-                reason: format!("refused upgrade: {status}"),
                 status: Some(status),
+                ..Failure::new(format!("refused upgrade: {status}"))
             }
         }
         E::Io(io) => Failure::new(format!("connect failed: {}", io.kind())),
@@ -732,8 +826,11 @@ fn stream_failure(e: tungstenite::Error) -> Failure {
             Failure::closed()
         }
         E::Io(io) => Failure::new(format!("connection error: {}", io.kind())),
-        E::Capacity(_) => Failure::protocol("message too big"),
-        E::Utf8(_) => Failure::protocol("invalid UTF-8"),
+        E::Capacity(_) => Failure::too_large(),
+        E::Utf8(_) => Failure {
+            close: Some(CloseCode::Invalid),
+            ..Failure::protocol("invalid UTF-8")
+        },
         _ => Failure::protocol("WebSocket protocol violation"),
     }
 }
@@ -853,7 +950,7 @@ impl<S: Script> Line<S> {
             }
             Err(f) => {
                 let call = self.call.take().expect("a call is up");
-                self.failed(call, &f);
+                self.failed(call, &f).await;
             }
         }
     }
@@ -867,11 +964,12 @@ impl<S: Script> Line<S> {
                 self.backoff.succeeded();
                 self.absorb(call);
             }
-            Err(f) => self.failed(call, &f),
+            Err(f) => self.failed(call, &f).await,
         }
     }
 
-    fn failed(&mut self, call: Call, f: &Failure) {
+    async fn failed(&mut self, mut call: Call, f: &Failure) {
+        call.abort(f).await;
         self.stats.calls_failed += 1;
         self.stats.error(f.reason.clone());
         self.records
@@ -935,6 +1033,70 @@ mod tests {
             assert_eq!(payload_len(&b64).unwrap(), n);
         }
         assert!(payload_len("abc").is_err());
+        assert!(payload_len("@@not base64@@!!").is_err());
+        assert!(payload_len("AA=A").is_err());
+        assert_eq!(payload_len("").unwrap(), 0);
+    }
+
+    #[test]
+    fn agent_garbage_is_named_in_a_few_words() {
+        let reason = |text: &str| Event::parse(text).map_err(parse_failure).unwrap_err();
+        for (text, want, code) in [
+            (
+                "{'event': 'media'}",
+                "protocol error: not JSON",
+                CloseCode::Protocol,
+            ),
+            ("[]", "protocol error: not a JSON object", CloseCode::Protocol),
+            (
+                r#"{"streamSid":"MZ1"}"#,
+                "protocol error: no 'event' name",
+                CloseCode::Protocol,
+            ),
+            (
+                r#"{"event":"mark","streamSid":"MZ1"}"#,
+                "protocol error: bad 'mark' event",
+                CloseCode::Protocol,
+            ),
+            (
+                r#"{"event":"transcript"}"#,
+                "protocol error: unknown event 'transcript'",
+                CloseCode::Protocol,
+            ),
+        ] {
+            let f = reason(text);
+            assert_eq!((f.reason.as_str(), f.close), (want, Some(code)), "{text}");
+        }
+        assert_eq!(
+            Failure::too_large().reason,
+            "protocol error: message too large (over 1 MiB)"
+        );
+        assert_eq!(Failure::too_large().close, Some(CloseCode::Size));
+        assert_eq!(
+            Failure::binary().reason,
+            "protocol error: unexpected binary frame"
+        );
+        assert_eq!(
+            Failure::closed().close,
+            None,
+            "nothing to close on a dropped line"
+        );
+    }
+
+    #[test]
+    fn unknown_event_names_are_bounded() {
+        let name = |i: usize| format!("ev{i}\u{7}'x");
+        let first = Failure::unknown_event(&name(0)).reason;
+        assert_eq!(first, "protocol error: unknown event 'ev0??x'");
+        for i in 0..100 {
+            let _ = Failure::unknown_event(&name(i));
+        }
+        assert_eq!(
+            Failure::unknown_event("brand-new").reason,
+            "protocol error: unknown event (too many kinds to name)"
+        );
+        // Names seen before the limit keep their own row.
+        assert_eq!(Failure::unknown_event(&name(0)).reason, first);
     }
 
     #[test]

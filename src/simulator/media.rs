@@ -10,7 +10,20 @@
 //!
 //! Silent calls are the common case, so a `media` frame costs a borrowed JSON parse, a base64
 //! decode into a reused buffer and a table-driven RMS: no allocation, no timer, no lock.
-//! `--drop-rate` drops a call by resetting its TCP connection, with no close frame.
+//! Faults, each decided per stream (per answer for `--ai-mute-rate`):
+//! - `--max-streams`: the upgrade is refused with 503 above it.
+//! - `--drop-rate`: the call is dropped 1-5 s in by resetting its TCP connection, with no close
+//!   frame.
+//! - `--ws-garbage-rate`: 0.3-1 s after `start`, the agent sends, 100 ms apart, one of each
+//!   [`GARBAGE`] message (text that is not JSON, JSON without an `event`, an unknown event, a
+//!   `media` event whose payload is not base64, a binary frame), starting at a different one on
+//!   each such stream, so a caller that gives up at the first still meets every kind. Then the
+//!   call goes on as usual.
+//! - `--ws-oversized-rate`: 0.3-1 s after `start` (after any garbage), one [`OVERSIZED_BYTES`]
+//!   `media` message: in one frame on every other such stream, in 256 KiB fragments on the rest,
+//!   trickled over [`OVERSIZED_TRICKLE`] as a slow network would, so a caller that buffers what
+//!   it should refuse holds it a while (and its memory shows it).
+//! - `--ai-mute-rate` ([`voice::mutes`]): the agent hears the utterance and never answers it.
 
 use super::api::detail;
 use super::stats::Fault;
@@ -32,7 +45,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
@@ -52,6 +65,16 @@ const SEND_TIMEOUT: Duration = Duration::from_secs(5);
 const START_TIMEOUT: Duration = Duration::from_secs(10);
 const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// Size of the message `--ws-oversized-rate` sends.
+pub(crate) const OVERSIZED_BYTES: usize = 4 << 20;
+/// Pieces an oversized message is written in (and its fragments, when fragmented).
+const OVERSIZED_FRAGMENT: usize = 256 << 10;
+/// How long writing an oversized message takes, piece by piece.
+const OVERSIZED_TRICKLE: Duration = Duration::from_millis(640);
+/// When a stream's first bad message goes out, in seconds after `start`, and the gap between.
+const BAD_AFTER_S: std::ops::RangeInclusive<f64> = 0.3..=1.0;
+const BAD_GAP: Duration = Duration::from_millis(100);
+
 /// Small buffers: thousands of mostly silent calls must stay cheap. (tungstenite zero-fills
 /// the read buffer before each read, so its size is paid per frame, not just per call.)
 fn ws_config() -> WebSocketConfig {
@@ -61,6 +84,71 @@ fn ws_config() -> WebSocketConfig {
         .max_write_buffer_size(1024 * 1024)
         .max_message_size(Some(MAX_MESSAGE))
         .max_frame_size(Some(MAX_MESSAGE))
+}
+
+/// A message a broken agent might send (`--ws-garbage-rate`, `--ws-oversized-rate`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Bad {
+    /// Text that is not JSON (a Python dict's repr, a classic).
+    NotJson,
+    /// A JSON object with no `event`.
+    NoEvent,
+    /// An event Media Streams does not have.
+    UnknownEvent,
+    /// A `media` event whose payload is not base64.
+    NotBase64,
+    /// Raw audio in a binary frame.
+    Binary,
+    /// One [`OVERSIZED_BYTES`] `media` message, in one frame or in fragments.
+    Oversized { fragmented: bool },
+}
+
+/// WebSocket opcodes of the frames written by hand.
+const OP_CONTINUE: u8 = 0x0;
+const OP_TEXT: u8 = 0x1;
+
+/// The header of an unmasked (server to client) frame of `len` payload bytes (RFC 6455 5.2).
+fn frame_header(opcode: u8, fin: bool, len: usize) -> Vec<u8> {
+    let mut h = vec![if fin { 0x80 | opcode } else { opcode }];
+    match len {
+        0..=125 => h.push(len as u8),
+        126..=0xFFFF => {
+            h.push(126);
+            h.extend_from_slice(&(len as u16).to_be_bytes());
+        }
+        _ => {
+            h.push(127);
+            h.extend_from_slice(&(len as u64).to_be_bytes());
+        }
+    }
+    h
+}
+
+/// What `--ws-garbage-rate` sends, one of each.
+const GARBAGE: [Bad; 5] = [
+    Bad::NotJson,
+    Bad::NoEvent,
+    Bad::UnknownEvent,
+    Bad::NotBase64,
+    Bad::Binary,
+];
+/// Which garbage message the next garbage stream starts with, and whether the next oversized
+/// message is fragmented: taken in turn, so a few streams see every kind.
+static NEXT_GARBAGE: AtomicU64 = AtomicU64::new(0);
+static NEXT_OVERSIZED: AtomicU64 = AtomicU64::new(0);
+
+/// The bad messages a new stream will send, in order, given the fault rates.
+fn plan_bad(garbage_rate: f64, oversized_rate: f64, rng: &mut impl Rng) -> Vec<Bad> {
+    let mut bad = Vec::new();
+    if voice::chance(rng, garbage_rate) {
+        let first = NEXT_GARBAGE.fetch_add(1, Relaxed) as usize;
+        bad.extend((0..GARBAGE.len()).map(|i| GARBAGE[(first + i) % GARBAGE.len()]));
+    }
+    if voice::chance(rng, oversized_rate) {
+        let fragmented = NEXT_OVERSIZED.fetch_add(1, Relaxed) % 2 == 1;
+        bad.push(Bad::Oversized { fragmented });
+    }
+    bad
 }
 
 /// `GET /webhooks/twilio/media/{call_sid}`: upgrade to a Media Streams session.
@@ -291,6 +379,10 @@ struct Session {
     playing: Option<Playing>,
     answers: u64,
     drop_at: Option<Instant>,
+    /// Bad messages still to send (`--ws-garbage-rate`, `--ws-oversized-rate`), next first.
+    bad: std::collections::VecDeque<Bad>,
+    /// When the next one goes out (set once streaming).
+    bad_at: Option<Instant>,
     opened_at: Instant,
     last_heard: Instant,
 }
@@ -371,8 +463,9 @@ impl Session {
 
     fn new(sim: &Arc<Sim>) -> Session {
         let mut rng = rand::rng();
-        let drop_at = (sim.opts.drop_rate > 0.0 && rng.random_bool(sim.opts.drop_rate))
+        let drop_at = voice::chance(&mut rng, sim.opts.drop_rate)
             .then(|| Instant::now() + Duration::from_secs_f64(rng.random_range(1.0..=5.0)));
+        let bad = plan_bad(sim.opts.ws_garbage_rate, sim.opts.ws_oversized_rate, &mut rng);
         Session {
             sim: sim.clone(),
             phase: Phase::AwaitConnected,
@@ -385,6 +478,8 @@ impl Session {
             playing: None,
             answers: 0,
             drop_at,
+            bad: bad.into(),
+            bad_at: None,
             opened_at: Instant::now(),
             last_heard: Instant::now(),
         }
@@ -425,6 +520,7 @@ impl Session {
     fn next_deadline(&self) -> Option<Instant> {
         [
             self.drop_at,
+            self.bad_at,
             self.vad.deadline(),
             self.pending.map(|p| p.due),
             Some(self.silence_limit()),
@@ -456,6 +552,11 @@ impl Session {
                 _ => Fault::NoStart,
             };
             return Some(End::Broken(fault));
+        }
+        if self.bad_at.is_some_and(|t| t <= now) {
+            if let Some(end) = self.send_bad(ws).await {
+                return Some(end);
+            }
         }
         if let Some(event) = self.vad.poll_timeout(now) {
             self.on_voice(event, now, ws).await?;
@@ -542,6 +643,10 @@ impl Session {
                 );
                 self.stream_sid = stream_sid;
                 self.phase = Phase::Streaming;
+                if !self.bad.is_empty() {
+                    let after = rand::rng().random_range(BAD_AFTER_S);
+                    self.bad_at = Some(Instant::now() + Duration::from_secs_f64(after));
+                }
                 None
             }
             Event::Media {
@@ -652,6 +757,10 @@ impl Session {
             }
             VadEvent::End { audio_ms, speech_end } => {
                 streams.utterances.fetch_add(1, Relaxed);
+                if voice::mutes(self.sim.opts.ai_mute_rate) {
+                    // Heard, and never answered.
+                    return None;
+                }
                 self.pending = Some(voice::plan_answer(
                     audio_ms,
                     speech_end,
@@ -697,6 +806,98 @@ impl Session {
             until: sent_at + Duration::from_millis(answer.frames as u64 * mulaw::FRAME_MS),
         });
         self.send(burst, ws).await
+    }
+
+    /// Sends the next bad message, and schedules the one after.
+    async fn send_bad<S>(&mut self, ws: &mut WebSocketStream<S>) -> Option<End>
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        let Some(bad) = self.bad.pop_front() else {
+            self.bad_at = None;
+            return None;
+        };
+        self.bad_at = (!self.bad.is_empty()).then(|| Instant::now() + BAD_GAP);
+        if let Bad::Oversized { fragmented } = bad {
+            return self.send_oversized(fragmented, ws).await;
+        }
+        let messages = self.bad_messages(bad);
+        self.send(messages, ws).await
+    }
+
+    /// What a bad message is on the wire.
+    fn bad_messages(&self, bad: Bad) -> Vec<Message> {
+        let sid = serde_json::Value::from(self.stream_sid.as_str());
+        let text = match bad {
+            Bad::NotJson => format!("{{'event': 'media', 'streamSid': {sid}}}"),
+            Bad::NoEvent => format!(
+                r#"{{"streamSid":{sid},"media":{{"payload":"{}"}}}}"#,
+                voice::ANSWER_PAYLOADS[0]
+            ),
+            Bad::UnknownEvent => {
+                format!(r#"{{"event":"transcript","streamSid":{sid},"transcript":{{"text":"Guten Tag"}}}}"#)
+            }
+            Bad::NotBase64 => format!("{}@@not base64@@!!\"}}}}", self.media_prefix),
+            Bad::Binary => {
+                let audio = base64::engine::general_purpose::STANDARD
+                    .decode(&voice::ANSWER_PAYLOADS[0])
+                    .unwrap_or_default();
+                return vec![Message::binary(audio)];
+            }
+            Bad::Oversized { .. } => self.oversized(),
+        };
+        vec![Message::text(text)]
+    }
+
+    /// A `media` message of exactly [`OVERSIZED_BYTES`]: valid, silent, and far too big.
+    fn oversized(&self) -> String {
+        let suffix = "\"}}";
+        let room = OVERSIZED_BYTES.saturating_sub(self.media_prefix.len() + suffix.len());
+        let payload = room / 4 * 4;
+        let mut text = String::with_capacity(OVERSIZED_BYTES);
+        text.push_str(&self.media_prefix);
+        // "////" is three bytes of mu-law silence.
+        text.extend(std::iter::repeat_n('/', payload));
+        text.push_str(suffix);
+        // Trailing whitespace is valid JSON: pad to the exact size.
+        text.extend(std::iter::repeat_n(' ', room - payload));
+        text
+    }
+
+    /// Sends the oversized message as raw frames on the connection, a piece at a time over
+    /// [`OVERSIZED_TRICKLE`]: tungstenite would only queue it whole. The message is complete on
+    /// the wire, so the session goes on as usual if the caller takes it.
+    async fn send_oversized<S>(&mut self, fragmented: bool, ws: &mut WebSocketStream<S>) -> Option<End>
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        let text = self.oversized();
+        let pieces: Vec<&[u8]> = text.as_bytes().chunks(OVERSIZED_FRAGMENT).collect();
+        let gap = OVERSIZED_TRICKLE / pieces.len() as u32;
+        let sent = tokio::time::timeout(SEND_TIMEOUT, async {
+            // Whatever tungstenite holds goes first.
+            ws.flush().await.map_err(std::io::Error::other)?;
+            let io = ws.get_mut();
+            if !fragmented {
+                io.write_all(&frame_header(OP_TEXT, true, text.len())).await?;
+            }
+            for (i, piece) in pieces.iter().enumerate() {
+                if fragmented {
+                    let op = if i == 0 { OP_TEXT } else { OP_CONTINUE };
+                    io.write_all(&frame_header(op, i + 1 == pieces.len(), piece.len()))
+                        .await?;
+                }
+                io.write_all(piece).await?;
+                io.flush().await?;
+                tokio::time::sleep(gap).await;
+            }
+            Ok::<_, std::io::Error>(())
+        })
+        .await;
+        match sent {
+            Ok(Ok(())) => None,
+            _ => Some(End::Gone),
+        }
     }
 
     /// Sends messages and flushes; a caller who can't take them in time is gone.
@@ -818,6 +1019,127 @@ mod tests {
         // Sooner deadlines come first.
         session.drop_at = Some(session.last_heard + Duration::from_secs(2));
         assert_eq!(session.next_deadline(), session.drop_at);
+    }
+
+    #[test]
+    fn garbage_streams_meet_every_kind_starting_at_a_different_one() {
+        let rng = &mut rand::rng();
+        assert!(plan_bad(0.0, 0.0, rng).is_empty());
+        let (a, b) = (plan_bad(1.0, 0.0, rng), plan_bad(1.0, 0.0, rng));
+        for plan in [&a, &b] {
+            assert_eq!(plan.len(), GARBAGE.len());
+            assert!(GARBAGE.iter().all(|g| plan.contains(g)), "{plan:?}");
+        }
+        assert_ne!(a[0], b[0]);
+        let both = plan_bad(1.0, 1.0, rng);
+        assert!(
+            matches!(both.last(), Some(Bad::Oversized { .. })),
+            "oversized comes last"
+        );
+        let (c, d) = (plan_bad(0.0, 1.0, rng), plan_bad(0.0, 1.0, rng));
+        assert_ne!(c, d, "one frame and fragments in turn");
+    }
+
+    #[test]
+    fn bad_messages_are_what_they_say() {
+        use crate::twilio::ProtocolError::{Malformed, UnknownEvent};
+        let sim = Arc::new(Sim::new(
+            super::super::ServeOptions::for_tests(),
+            "127.0.0.1:1".parse().unwrap(),
+        ));
+        let mut session = Session::new(&sim);
+        session.stream_sid = "MZ1".into();
+        session.media_prefix = r#"{"event":"media","streamSid":"MZ1","media":{"payload":""#.into();
+        let text = |bad| match session.bad_messages(bad).as_slice() {
+            [Message::Text(t)] => t.to_string(),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(
+            Event::parse(&text(Bad::NotJson)),
+            Err(Malformed("not JSON".into()))
+        );
+        assert_eq!(
+            Event::parse(&text(Bad::NoEvent)),
+            Err(Malformed("no 'event' name".into()))
+        );
+        assert_eq!(
+            Event::parse(&text(Bad::UnknownEvent)),
+            Err(UnknownEvent("transcript".into()))
+        );
+        let Ok(Event::Media {
+            media, stream_sid, ..
+        }) = Event::parse(&text(Bad::NotBase64))
+        else {
+            panic!("a media event");
+        };
+        assert_eq!(stream_sid, "MZ1");
+        assert!(base64::engine::general_purpose::STANDARD
+            .decode(&media.payload)
+            .is_err());
+        assert!(
+            matches!(session.bad_messages(Bad::Binary).as_slice(), [Message::Binary(b)] if b.len() == 160)
+        );
+
+        let one = text(Bad::Oversized { fragmented: false });
+        assert_eq!(one.len(), OVERSIZED_BYTES);
+        let Ok(Event::Media { media, .. }) = Event::parse(&one) else {
+            panic!("a valid media event");
+        };
+        let audio = base64::engine::general_purpose::STANDARD
+            .decode(&media.payload)
+            .unwrap();
+        assert!(audio.len() > 3_000_000 && !voice::is_voiced(&audio[..160]));
+    }
+
+    #[test]
+    fn frame_headers_follow_rfc_6455() {
+        assert_eq!(frame_header(OP_TEXT, true, 5), [0x81, 5]);
+        assert_eq!(frame_header(OP_CONTINUE, false, 126), [0x00, 126, 0, 126]);
+        assert_eq!(
+            frame_header(OP_TEXT, false, 70_000),
+            [0x01, 127, 0, 0, 0, 0, 0, 1, 0x11, 0x70]
+        );
+    }
+
+    /// The trickled oversized message is a well-formed WebSocket message, whole or fragmented,
+    /// and the stream goes on after it.
+    #[tokio::test]
+    async fn oversized_messages_arrive_whole_for_a_caller_that_takes_them() {
+        let sim = Arc::new(Sim::new(
+            super::super::ServeOptions::for_tests(),
+            "127.0.0.1:1".parse().unwrap(),
+        ));
+        let mut session = Session::new(&sim);
+        session.stream_sid = "MZ1".into();
+        session.media_prefix = r#"{"event":"media","streamSid":"MZ1","media":{"payload":""#.into();
+        let want = session.oversized();
+        for fragmented in [false, true] {
+            let (a, b) = tokio::io::duplex(64 << 10);
+            let mut server = WebSocketStream::from_raw_socket(a, Role::Server, Some(ws_config())).await;
+            let big = WebSocketConfig::default()
+                .max_message_size(Some(8 << 20))
+                .max_frame_size(Some(8 << 20));
+            let mut client = WebSocketStream::from_raw_socket(b, Role::Client, Some(big)).await;
+            let reader = tokio::spawn(async move {
+                let first = client.next().await.unwrap().unwrap();
+                let second = client.next().await.unwrap().unwrap();
+                (first, second)
+            });
+            let started = Instant::now();
+            assert!(session.send_oversized(fragmented, &mut server).await.is_none());
+            assert!(started.elapsed() >= OVERSIZED_TRICKLE / 2, "trickled");
+            assert!(session
+                .send(vec![Message::text("after")], &mut server)
+                .await
+                .is_none());
+            let (first, second) = reader.await.unwrap();
+            assert_eq!(
+                first.into_text().unwrap().as_str(),
+                want,
+                "fragmented {fragmented}"
+            );
+            assert_eq!(second, Message::text("after"));
+        }
     }
 
     #[test]

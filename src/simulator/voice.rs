@@ -123,6 +123,17 @@ impl Vad {
     }
 }
 
+/// True with probability `p` (0 below 0, 1 above 1, never a panic).
+pub(crate) fn chance(rng: &mut impl rand::Rng, p: f64) -> bool {
+    p >= 1.0 || (p > 0.0 && rng.random_bool(p))
+}
+
+/// Whether the agent leaves an utterance it heard unanswered (`--ai-mute-rate`): no audio, no
+/// mark, nothing; the caller's turn times out.
+pub(crate) fn mutes(rate: f64) -> bool {
+    chance(&mut rand::rng(), rate)
+}
+
 /// One planned answer: when its first frame goes out and how many frames it has.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub(crate) struct Answer {
@@ -263,6 +274,14 @@ mod tests {
         // Never due in the past.
         let late = t0 + Duration::from_secs(60);
         assert_eq!(plan_answer(400, t0, late, 1.0).due, late);
+    }
+
+    #[test]
+    fn mute_rate_is_a_share_of_answers() {
+        assert!(!mutes(0.0) && mutes(1.0));
+        assert!(!mutes(f64::NAN) && mutes(2.0) && !mutes(-1.0));
+        let muted = (0..10_000).filter(|_| mutes(0.25)).count();
+        assert!((2_200..=2_800).contains(&muted), "{muted} of 10000 muted at 0.25");
     }
 
     #[test]

@@ -120,7 +120,10 @@ pub struct Stop {
 /// Why a frame is not a Media Streams message we understand.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ProtocolError {
-    /// Not JSON, not an object, a missing or mistyped field.
+    /// Not JSON, not an object, no `event` name, or a known event with a missing or mistyped
+    /// field. The text is one of a few fixed phrases ("not JSON", "not a JSON object", "no
+    /// 'event' name", "bad 'media' event"): never the frame's content or a position in it, so
+    /// reports can count malformed frames by kind.
     Malformed(String),
     /// Valid JSON with an `event` this protocol does not have.
     UnknownEvent(String),
@@ -145,21 +148,26 @@ const EVENTS: [&str; 6] = ["connected", "start", "media", "mark", "clear", "stop
 impl Event {
     /// Parses one text frame.
     pub fn parse(text: &str) -> Result<Event, ProtocolError> {
-        match serde_json::from_str::<Event>(text) {
-            Ok(event) => Ok(event),
-            Err(e) => {
-                // Tell an unknown event apart from a broken known one.
-                #[derive(Deserialize)]
-                struct Tag {
-                    event: String,
-                }
-                match serde_json::from_str::<Tag>(text) {
-                    Ok(Tag { event }) if !EVENTS.contains(&event.as_str()) => {
-                        Err(ProtocolError::UnknownEvent(event.chars().take(40).collect()))
-                    }
-                    _ => Err(ProtocolError::Malformed(e.to_string())),
-                }
-            }
+        serde_json::from_str::<Event>(text).map_err(|_| Event::why_not(text))
+    }
+
+    /// Why a frame that is not an event is not one (the slow path: bad frames only).
+    fn why_not(text: &str) -> ProtocolError {
+        use serde_json::Value;
+        let malformed = |why: &str| ProtocolError::Malformed(why.to_string());
+        let value = match serde_json::from_str::<Value>(text) {
+            Ok(v) => v,
+            Err(_) => return malformed("not JSON"),
+        };
+        let Value::Object(fields) = value else {
+            return malformed("not a JSON object");
+        };
+        match fields.get("event") {
+            Some(Value::String(event)) => match EVENTS.iter().find(|&&e| e == event.as_str()) {
+                Some(known) => malformed(&format!("bad '{known}' event")),
+                None => ProtocolError::UnknownEvent(event.chars().take(40).collect()),
+            },
+            _ => malformed("no 'event' name"),
         }
     }
 
@@ -269,6 +277,31 @@ mod tests {
             Event::parse(r#"{"event":"media","streamSid":"x"}"#),
             Err(ProtocolError::Malformed(_))
         ));
+        // Malformed frames are told apart by kind, in a few fixed words.
+        for (frame, why) in [
+            ("", "not JSON"),
+            ("hello, caller", "not JSON"),
+            (r#"{"event":"media""#, "not JSON"),
+            ("[1,2]", "not a JSON object"),
+            (r#"{"streamSid":"MZ1"}"#, "no 'event' name"),
+            (r#"{"event":7}"#, "no 'event' name"),
+            (r#"{"event":"media","streamSid":"x"}"#, "bad 'media' event"),
+            (
+                r#"{"event":"mark","streamSid":"x","mark":{"name":1}}"#,
+                "bad 'mark' event",
+            ),
+        ] {
+            assert_eq!(
+                Event::parse(frame),
+                Err(ProtocolError::Malformed(why.into())),
+                "{frame}"
+            );
+        }
+        let long = format!(r#"{{"event":"{}"}}"#, "x".repeat(100));
+        assert_eq!(
+            Event::parse(&long),
+            Err(ProtocolError::UnknownEvent("x".repeat(40)))
+        );
         assert!(matches!(
             Event::parse(
                 r#"{"event":"stop","sequenceNumber":"x1","stop":{"accountSid":"a","callSid":"c"},"streamSid":"s"}"#

@@ -1,0 +1,418 @@
+//! The media-stream fault suite (issue 7, "Reliability"): the real binary against a `serve`
+//! process whose agent misbehaves on its WebSocket, one fault at a time. For each fault the
+//! tool must keep its word: every failed call counted and named (in Goose's errors, the results
+//! file's `errors`, and the console's "Failed requests by reason" table), the call ended, no
+//! panic, no hot loop, bounded memory, and the run over on time with its results written.
+//!
+//! | fault (serve option) | what the calls report |
+//! |---|---|
+//! | `--max-streams 1` | `refused upgrade: 503` on the connect and call rows |
+//! | `--drop-rate 1` | `closed by server mid-call` |
+//! | `--ws-garbage-rate 1` | `protocol error: not JSON` / `no 'event' name` / `unknown event 'transcript'` / `media payload is not base64` / `unexpected binary frame` |
+//! | `--ws-oversized-rate 1` | `protocol error: message too large (over 1 MiB)`, and the load generator's peak RSS stays flat |
+//! | `--ai-mute-rate 1` | the AI turn fails `no answer within 15s`, and the call goes on to its next turn |
+
+mod common;
+
+use common::{results, Server, BIN};
+use phone_agent_load::scenarios::call::MAX_MESSAGE;
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// What a run printed, how it exited, how long it took, and its peak resident memory.
+#[derive(Debug)]
+struct Run {
+    code: Option<i32>,
+    stdout: String,
+    stderr: String,
+    elapsed: Duration,
+    /// The load generator's peak RSS (VmHWM) in KiB, as last seen before it exited.
+    peak_kib: u64,
+}
+
+impl Run {
+    fn all(&self) -> String {
+        format!("{}\n{}", self.stdout, self.stderr)
+    }
+
+    /// The console's final "Failed requests by reason" table, reason -> count.
+    fn failed_by_reason(&self) -> BTreeMap<String, u64> {
+        let mut rows = BTreeMap::new();
+        let mut lines = self.stdout.lines();
+        if !lines.any(|l| l.starts_with("Failed requests by reason")) {
+            return rows;
+        }
+        for line in lines.skip(1) {
+            let line = line.trim();
+            let Some((count, reason)) = line.split_once("  ") else {
+                break;
+            };
+            let Ok(n) = count.trim().replace(',', "").parse::<u64>() else {
+                break;
+            };
+            rows.insert(reason.trim().to_string(), n);
+        }
+        rows
+    }
+
+    /// The run ended by itself, with a verdict's status: no crash, no panic.
+    fn assert_clean_exit(&self) {
+        assert!(
+            matches!(self.code, Some(0) | Some(2)),
+            "exit {:?}\n{}",
+            self.code,
+            self.all()
+        );
+        assert!(!self.all().contains("panicked"), "{}", self.all());
+    }
+}
+
+/// The peak resident memory of process `pid` so far, in KiB.
+fn vm_hwm_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Runs the load generator against `host` for `run_time` with `args` (and the headless, quiet,
+/// all-at-once settings every case shares), writing its results to `out`; kills it and fails
+/// if it outlives the run time by more than `grace`. Polls its peak memory as it runs.
+fn run_against(host: &str, run_time: u64, args: &[&str], out: &Path, grace: Duration) -> Run {
+    let run_time_arg = format!("{run_time}s");
+    let started = Instant::now();
+    let mut child = Command::new(BIN)
+        .args(["--host", host, "--headless", "-q", "--hatch-rate", "100"])
+        .args(["--run-time", &run_time_arg, "--output", out.to_str().unwrap()])
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start phone-agent-load");
+    let pid = child.id();
+    let drain = |mut pipe: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = pipe.read_to_string(&mut text);
+            text
+        })
+    };
+    let stdout = drain(Box::new(child.stdout.take().unwrap()));
+    let stderr = drain(Box::new(child.stderr.take().unwrap()));
+    let limit = Duration::from_secs(run_time) + grace;
+    let mut peak_kib = 0;
+    let status = loop {
+        if let Some(kib) = vm_hwm_kib(pid) {
+            peak_kib = peak_kib.max(kib);
+        }
+        if let Some(status) = child.try_wait().expect("wait for phone-agent-load") {
+            break status;
+        }
+        if started.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "phone-agent-load did not finish within {limit:?}:\n{}",
+                stdout.join().unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    };
+    Run {
+        code: status.code(),
+        stdout: stdout.join().unwrap_or_default(),
+        stderr: stderr.join().unwrap_or_default(),
+        elapsed: started.elapsed(),
+        peak_kib,
+    }
+}
+
+/// Longest a run may take past its run time: start-up, the post-run hook, a slow shared machine.
+const GRACE: Duration = Duration::from_secs(25);
+
+/// The results file's stream errors, reason -> count.
+fn stream_errors(r: &Value) -> BTreeMap<String, u64> {
+    serde_json::from_value(r["websocket"]["errors"].clone()).unwrap()
+}
+
+/// The status of the verdict on `metric` ("target", "warning", "critical").
+fn status<'a>(r: &'a Value, metric: &str) -> &'a str {
+    r["verdicts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["metric"] == metric)
+        .and_then(|v| v["status"].as_str())
+        .unwrap_or_else(|| panic!("no verdict on {metric}: {}", r["verdicts"]))
+}
+
+fn u(v: &Value) -> u64 {
+    v.as_u64().unwrap_or_else(|| panic!("not a count: {v}"))
+}
+
+const CONNECT: &str = "WS media stream: connect";
+const CALL: &str = "WS media stream: call";
+
+/// Media-stream calls only, `users` of them.
+fn streams_only(users: &str) -> Vec<&str> {
+    vec!["--skip-api", "--skip-ai", "--ws-connections", users]
+}
+
+#[test]
+fn refused_upgrades_are_named_per_call_and_the_run_ends_on_time() {
+    let server = Server::start(&["--max-streams", "1"]);
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("r.json");
+    let run = run_against(&server.url, 4, &streams_only("3"), &out, GRACE);
+    run.assert_clean_exit();
+    let r = results(&out);
+    let ws = &r["websocket"];
+    let refused = server.stats()["streams"]["refused"].as_u64().unwrap();
+
+    // One call holds the only slot for the whole run; the other two users are refused each
+    // time they dial, after a growing back-off: a few tries each, not a hot loop.
+    assert_eq!(u(&ws["connections_successful"]), 1, "{ws}");
+    assert!((2..=2 * 6).contains(&refused), "{refused} refused\n{ws}");
+    assert_eq!(u(&ws["connections_attempted"]), 1 + refused);
+    assert_eq!(u(&ws["connections_failed"]), refused);
+    assert_eq!(
+        stream_errors(&r),
+        BTreeMap::from([("refused upgrade: 503".to_string(), refused)])
+    );
+    let table = run.failed_by_reason();
+    for row in [CONNECT, CALL] {
+        assert_eq!(
+            table.get(&format!("{row}: refused upgrade: 503")),
+            Some(&refused),
+            "{table:?}\n{}",
+            run.stdout
+        );
+    }
+    // Mostly refused: the verdict says so, and the exit status follows it.
+    assert_eq!(run.code, Some(2), "{}", run.all());
+    assert!(run.elapsed < Duration::from_secs(4 + 10), "{:?}", run.elapsed);
+    eprintln!(
+        "refused: {refused} calls refused in a 4 s run that took {:?}",
+        run.elapsed
+    );
+}
+
+#[test]
+fn calls_dropped_mid_call_are_named_and_end() {
+    let server = Server::start(&["--drop-rate", "1"]);
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("r.json");
+    // The simulator drops every call 1-5 s in: each user's first call is dropped by 7 s.
+    let run = run_against(&server.url, 7, &streams_only("3"), &out, GRACE);
+    run.assert_clean_exit();
+    let r = results(&out);
+    let ws = &r["websocket"];
+    let errors = stream_errors(&r);
+    let dropped = errors.get("closed by server mid-call").copied().unwrap_or(0);
+    assert!(dropped >= 3, "{ws}");
+    assert_eq!(errors.len(), 1, "only drops: {errors:?}");
+    assert_eq!(u(&ws["calls_failed"]), dropped);
+    // Every call ended: dropped, or hung up when the run ended.
+    assert_eq!(
+        u(&ws["calls_failed"]) + u(&ws["calls_completed"]),
+        u(&ws["connections_successful"]),
+        "{ws}"
+    );
+    assert!(u(&ws["connections_successful"]) <= 3 * 6, "no hot loop: {ws}");
+    // Connected, then dropped: the connection verdict can't see it, the calls verdict does.
+    assert_eq!(status(&r, "media stream success"), "target");
+    assert_ne!(status(&r, "media stream calls completed"), "target");
+    // Both sides agree (a drop at the very end may beat the caller's hang-up).
+    let sim_dropped = server.stats()["streams"]["dropped"].as_u64().unwrap();
+    assert!(
+        (dropped..=dropped + 3).contains(&sim_dropped),
+        "simulator dropped {sim_dropped}, calls saw {dropped}"
+    );
+    let table = run.failed_by_reason();
+    assert_eq!(
+        table.get(&format!("{CALL}: closed by server mid-call")),
+        Some(&dropped),
+        "{table:?}"
+    );
+    assert!(run.elapsed < Duration::from_secs(7 + 10), "{:?}", run.elapsed);
+    eprintln!(
+        "dropped: {dropped} calls dropped in a 7 s run that took {:?}",
+        run.elapsed
+    );
+}
+
+#[test]
+fn malformed_and_unknown_events_are_named_per_call() {
+    let server = Server::start(&["--ws-garbage-rate", "1"]);
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("r.json");
+    let run = run_against(&server.url, 6, &streams_only("4"), &out, GRACE);
+    run.assert_clean_exit();
+    let r = results(&out);
+    let ws = &r["websocket"];
+    let errors = stream_errors(&r);
+    // The agent's garbage comes 0.3-1 s into each call, each stream starting at another kind:
+    // every call ends at its first, named.
+    let kinds = [
+        "protocol error: not JSON",
+        "protocol error: no 'event' name",
+        "protocol error: unknown event 'transcript'",
+        "protocol error: media payload is not base64",
+        "protocol error: unexpected binary frame",
+    ];
+    for kind in kinds {
+        assert!(errors.get(kind).is_some_and(|&n| n >= 1), "{kind}: {errors:?}");
+    }
+    assert_eq!(errors.len(), kinds.len(), "nothing else: {errors:?}");
+    let failed: u64 = errors.values().sum();
+    assert_eq!(u(&ws["calls_failed"]), failed, "{ws}");
+    assert_eq!(
+        failed + u(&ws["calls_completed"]),
+        u(&ws["connections_successful"]),
+        "every call ended: {ws}"
+    );
+    // Four users redialling with a growing back-off over 6 s: a handful of calls each.
+    assert!((5..=4 * 6).contains(&failed), "{failed} failed calls");
+    assert_eq!(status(&r, "media stream calls completed"), "critical");
+    assert_eq!(run.code, Some(2), "a critical verdict fails the run");
+    let table = run.failed_by_reason();
+    for kind in kinds {
+        assert_eq!(
+            table.get(&format!("{CALL}: {kind}")),
+            errors.get(kind),
+            "{table:?}"
+        );
+    }
+    // The caller closed each broken call itself, and broke no rule of the simulator's.
+    let streams = &server.stats()["streams"];
+    assert!(u(&streams["closed_without_stop"]) >= failed, "{streams}");
+    assert_eq!(streams["protocol_errors"], serde_json::json!({}), "{streams}");
+    assert!(run.elapsed < Duration::from_secs(6 + 10), "{:?}", run.elapsed);
+    eprintln!("garbage: {errors:?} in a 6 s run that took {:?}", run.elapsed);
+}
+
+#[test]
+fn oversized_messages_fail_the_call_without_being_buffered() {
+    const USERS: u64 = 20;
+    let server = Server::start(&["--ws-oversized-rate", "1"]);
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("r.json");
+    let users = USERS.to_string();
+    let run = run_against(&server.url, 4, &streams_only(&users), &out, GRACE);
+    run.assert_clean_exit();
+    let r = results(&out);
+    let ws = &r["websocket"];
+    let errors = stream_errors(&r);
+    let too_large = "protocol error: message too large (over 1 MiB)";
+    let n = errors.get(too_large).copied().unwrap_or(0);
+    // Each call gets a 4 MiB message 0.3-1 s in (in one frame or in fragments, in turn).
+    assert!(n >= USERS, "{errors:?}");
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert_eq!(u(&ws["calls_failed"]), n);
+    assert_eq!(status(&r, "media stream calls completed"), "critical");
+    assert_eq!(run.code, Some(2), "a critical verdict fails the run");
+    let table = run.failed_by_reason();
+    assert_eq!(table.get(&format!("{CALL}: {too_large}")), Some(&n), "{table:?}");
+    // Buffering the message on every call would take USERS x 4 MiB = 80 MiB on top of the
+    // tool's own ~35 MB. Refused from the frame header (one frame), or once the fragments reach
+    // the 1 MiB limit, a call holds at most the limit and one fragment.
+    let own_kib = 48 * 1024;
+    let per_call_kib = (MAX_MESSAGE as u64 + (256 << 10)) / 1024;
+    let bound_kib = own_kib + USERS * per_call_kib;
+    let buffered_kib = USERS * 4 * 1024;
+    assert!(bound_kib < 35 * 1024 + buffered_kib);
+    assert!(
+        run.peak_kib > 0 && run.peak_kib < bound_kib,
+        "peak RSS {} MiB (bound {} MiB); buffering every message would add {} MiB",
+        run.peak_kib / 1024,
+        bound_kib / 1024,
+        buffered_kib / 1024
+    );
+    assert!(run.elapsed < Duration::from_secs(4 + 10), "{:?}", run.elapsed);
+    eprintln!(
+        "oversized: {n} calls failed, load generator peak RSS {:.1} MiB, a 4 s run took {:?}",
+        run.peak_kib as f64 / 1024.0,
+        run.elapsed
+    );
+}
+
+/// A 0.6 s tone the simulator's voice detector hears as speech, as a 16-bit 8 kHz WAV.
+fn write_tone(path: &Path) {
+    let spec = hound::WavSpec {
+        channels: 1,
+        sample_rate: 8000,
+        bits_per_sample: 16,
+        sample_format: hound::SampleFormat::Int,
+    };
+    let mut w = hound::WavWriter::create(path, spec).unwrap();
+    for i in 0..4800 {
+        let t = i as f64 / 8000.0;
+        w.write_sample((8000.0 * (std::f64::consts::TAU * 300.0 * t).sin()) as i16)
+            .unwrap();
+    }
+    w.finalize().unwrap();
+}
+
+/// The one slow case: an unanswered turn takes the whole turn timeout (15 s) to fail.
+#[test]
+fn unanswered_ai_turns_fail_after_the_timeout_and_the_call_goes_on() {
+    let server = Server::start(&["--ai-mute-rate", "1"]);
+    let dir = tempfile::tempdir().unwrap();
+    let audio = dir.path().join("audio");
+    std::fs::create_dir(&audio).unwrap();
+    write_tone(&audio.join("hallo.wav"));
+    let out = dir.path().join("r.json");
+    // No pause before a turn: speak 0.6 s at once, wait 15 s in vain, speak again; the run ends
+    // (at 18 s) while the second turn waits, which is not counted.
+    let args = [
+        "--skip-api",
+        "--skip-ws",
+        "--ai-calls",
+        "2",
+        "--no-wait",
+        "--audio-dir",
+        audio.to_str().unwrap(),
+    ];
+    let run = run_against(&server.url, 18, &args, &out, GRACE);
+    run.assert_clean_exit();
+    let r = results(&out);
+    let ai = &r["ai_pipeline"];
+    assert_eq!(u(&ai["turns"]), 2, "{ai}");
+    assert_eq!(u(&ai["successful_turns"]), 0, "{ai}");
+    assert_eq!(
+        ai["errors"],
+        serde_json::json!({"no answer within 15s": 2}),
+        "{ai}"
+    );
+    assert_eq!(ai["success"], false, "the CI check fails: {ai}");
+    assert_eq!(status(&r, "AI turn success"), "critical");
+    assert_eq!(run.code, Some(2), "a critical verdict fails the run");
+    // No answered turn: no real-time factor to judge, and the summary says why.
+    let rtf = r["verdicts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["metric"] == "AI real-time factor");
+    assert!(rtf.is_none_or(|v| v["status"] != "target"), "{rtf:?}");
+    assert!(run.stdout.contains("0 of 2 turns answered"), "{}", run.stdout);
+    // Each call went on after its failed turn (no hang-up, no redial): the agent heard a second
+    // turn on the same call, and answered none.
+    assert_eq!(u(&ai["calls"]), 2, "{ai}");
+    let streams = &server.stats()["streams"];
+    assert_eq!(u(&streams["accepted"]), 2, "{streams}");
+    assert!(u(&streams["utterances"]) >= 3, "{streams}");
+    assert_eq!(u(&streams["answers"]), 0, "{streams}");
+    let table = run.failed_by_reason();
+    assert_eq!(table.get("AI turn: no answer within 15s"), Some(&2), "{table:?}");
+    // The calls themselves did not fail.
+    assert!(!table.keys().any(|k| k.starts_with("WS AI call")), "{table:?}");
+    assert!(run.elapsed < Duration::from_secs(18 + 10), "{:?}", run.elapsed);
+    eprintln!(
+        "mute: {} in an 18 s run that took {:?}",
+        ai["errors"], run.elapsed
+    );
+}
