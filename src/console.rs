@@ -1,7 +1,8 @@
 //! The console log: Goose's logger, minus its one WARN line per failed request.
 //!
-//! Goose 0.19 logs every request that gets no answer (`"/path": error sending request ...`):
-//! thousands of lines a second against a dead target, even with `-q`. Goose installs its
+//! Goose 0.19 logs every request that gets no answer (`"/path": error sending request ...`, WARN)
+//! and every request a scenario fails (`set_failure: ...`, INFO): thousands of lines a second
+//! against a dead or sick target, the first even with `-q`. Goose installs its
 //! logger inside `execute()` and keeps the first global logger it finds, so we install ours
 //! first: the same levels (`-q`, `-v`) and format on the console and in `--goose-log`, but the
 //! per-request lines are counted instead of printed. Scenarios count every failed request by
@@ -183,11 +184,17 @@ struct ConsoleLog {
 }
 
 impl ConsoleLog {
-    /// Goose's line for a request that got no answer (`goose::goose`, WARN, `"/path": ...`).
+    /// Goose's lines for one failed request: WARN `"/path": ...` for a request that got no
+    /// answer, and INFO `set_failure: <reason>` for one a scenario failed.
     fn per_request(record: &Record) -> bool {
-        record.level() == Level::Warn
-            && record.target() == "goose::goose"
-            && record.args().to_string().starts_with('"')
+        if record.target() != "goose::goose" {
+            return false;
+        }
+        match record.level() {
+            Level::Warn => record.args().to_string().starts_with('"'),
+            Level::Info => record.args().to_string().starts_with("set_failure: "),
+            _ => false,
+        }
     }
 
     /// Goose's note that its own logger could not be installed: ours is, on purpose.
@@ -207,7 +214,9 @@ impl Log for ConsoleLog {
 
     fn log(&self, record: &Record) {
         if Self::per_request(record) {
-            SWALLOWED.fetch_add(1, Relaxed);
+            if record.level() == Level::Warn {
+                SWALLOWED.fetch_add(1, Relaxed);
+            }
             // The file keeps every line: it is the place to look for one request.
             for logger in self.inner.iter().skip(1) {
                 logger.log(record);
@@ -349,7 +358,9 @@ mod tests {
             .local_addr()
             .unwrap()
             .port();
-        let e = reqwest::get(format!("http://127.0.0.1:{port}/x")).await.unwrap_err();
+        let e = reqwest::get(format!("http://127.0.0.1:{port}/x"))
+            .await
+            .unwrap_err();
         assert_eq!(transport_reason(&e), "connection refused");
 
         // A listener that never answers, and a client that gives up.

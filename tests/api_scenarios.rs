@@ -416,7 +416,13 @@ async fn answer(State(stub): State<Arc<Stub>>, request: Request) -> Response {
         }
         _ => (415, ""),
     };
-    (StatusCode::from_u16(status).unwrap(), text).into_response()
+    // JSON endpoints must say so: the scenarios fail a 2xx labelled otherwise.
+    (
+        StatusCode::from_u16(status).unwrap(),
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        text,
+    )
+        .into_response()
 }
 
 /// Attacks a stub answering `answers` on a free loopback port; returns Goose's metrics and what

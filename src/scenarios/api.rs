@@ -18,6 +18,22 @@
 //! - a passing non-2xx (404 on a forgotten call, 429 on a rapid list, 403 on a webhook) is
 //!   passed with `set_success`: success and failure counts are right, but Goose's errors table
 //!   still lists the original "404 Not Found: ..." once per such request.
+//!
+//! An answer whose status passes must also be whole and of the right kind, or the request fails
+//! (with `set_failure`, or keeping Goose's error for a non-2xx) with the reason named:
+//! - every body is read chunk by chunk and at most [`MAX_BODY`] of it (the largest answer the
+//!   API gives, a full list, is about 12.5 KB): a longer one fails as "body too large (over 1
+//!   MiB)" as soon as its `Content-Length` or its bytes say so, and the rest is never read;
+//! - a body the connection cuts short fails as "truncated body: <cause>" ("end of file before
+//!   message length reached"), one the request timeout (Goose's `--timeout`) cuts as "timeout";
+//! - a 2xx from a JSON endpoint (everything but the webhooks, whose TwiML Twilio accepts under
+//!   several types) must say it is JSON (`application/json` or `+json`), or it fails as "wrong
+//!   content type: text/html" (or "none");
+//! - a create's body must be JSON ("body is not JSON") with an `id` ("No call id in response").
+//!
+//! A request that gets no answer (refused, reset, timed out) keeps Goose's error ("error sending
+//! request ...: operation timed out"). Every failure is counted on the console under its reason
+//! ([`crate::console`]).
 
 use super::data::{self, weighted_choice, CALLS_PATH};
 use super::Shared;
@@ -75,6 +91,20 @@ pub const HIGH_LOAD_TASKS: [(HighLoadTask, u32); 2] =
     [(HighLoadTask::RapidList, 5), (HighLoadTask::RapidHealth, 1)];
 /// Locust's `wait_time = between(0.01, 0.1)`.
 pub const HIGH_LOAD_WAIT: (Duration, Duration) = (Duration::from_millis(10), Duration::from_millis(100));
+
+/// The most of an answer's body that is read; a longer body fails the request.
+pub const MAX_BODY: usize = 1 << 20;
+/// The failure of a body over [`MAX_BODY`].
+pub const TOO_LARGE: &str = "body too large (over 1 MiB)";
+
+/// What a passing 2xx answer's body must be, besides whole and at most [`MAX_BODY`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Expect {
+    /// JSON, by its content type.
+    Json,
+    /// Anything (the webhooks' TwiML).
+    Anything,
+}
 
 /// Statuses that pass, per kind of request.
 const PASS_OK: &[u16] = &[200];
@@ -196,13 +226,13 @@ async fn create_call(user: &mut GooseUser, body: String) -> TransactionResult {
         mut request,
         response,
     } = user.request(request).await?;
-    let body = match response {
-        Ok(response) => response.bytes().await.ok(),
+    let answer = match response {
+        Ok(response) => read_answer(response, Expect::Json, true).await,
         Err(e) => return Err(request_failed(request, &e)),
     };
-    settle(user, &mut request, PASS_CREATED)?;
-    match body.as_deref().and_then(created_id) {
-        Some(id) => {
+    let body = settle(user, &mut request, PASS_CREATED, answer)?;
+    match created_id(&body) {
+        Ok(id) => {
             match user.get_session_data_mut::<CreatedCalls>() {
                 Some(calls) => calls.keep(&id),
                 None => {
@@ -213,7 +243,7 @@ async fn create_call(user: &mut GooseUser, body: String) -> TransactionResult {
             }
             Ok(())
         }
-        None => fail(user, &mut request, "No call id in response".into()),
+        Err(reason) => Err(fail(user, &mut request, reason.into())),
     }
 }
 
@@ -228,56 +258,152 @@ async fn update_call(user: &mut GooseUser, path: &str, body: String) -> Transact
         .set_request_builder(builder)
         .build();
     let goose = user.request(request).await?;
-    judge(user, goose, PASS_KNOWN_OR_NOT).await
+    judge(user, goose, PASS_KNOWN_OR_NOT, Expect::Json).await
 }
 
-/// The `id` of a created call (a string, or a number as some servers send it).
-fn created_id(body: &[u8]) -> Option<String> {
+/// The `id` of a created call (a string, or a number as some servers send it), or why there is
+/// none.
+fn created_id(body: &[u8]) -> Result<String, &'static str> {
     #[derive(serde::Deserialize)]
     struct Created {
         id: serde_json::Value,
     }
-    match serde_json::from_slice::<Created>(body).ok()?.id {
-        serde_json::Value::String(s) if !s.is_empty() => Some(s),
-        serde_json::Value::Number(n) => Some(n.to_string()),
-        _ => None,
+    let no_id = "No call id in response";
+    match serde_json::from_slice::<Created>(body) {
+        Ok(created) => match created.id {
+            serde_json::Value::String(s) if !s.is_empty() => Ok(s),
+            serde_json::Value::Number(n) => Ok(n.to_string()),
+            _ => Err(no_id),
+        },
+        // Well-formed JSON of another shape (no `id`, not an object).
+        Err(e) if e.is_data() => Err(no_id),
+        Err(_) => Err("body is not JSON"),
     }
 }
 
-/// A `GET` named `name`, judged against `passes`.
+/// A `GET` of a JSON endpoint named `name`, judged against `passes`.
 async fn get(user: &mut GooseUser, path: &str, name: &str, passes: &[u16]) -> TransactionResult {
     let request = GooseRequest::builder().path(path).name(name).build();
     let goose = user.request(request).await?;
-    judge(user, goose, passes).await
+    judge(user, goose, passes, Expect::Json).await
 }
 
-/// Reads a response to the end (so its connection is reused) and applies a task's success
-/// rule: `passes` are the statuses that pass.
-pub(super) async fn judge(user: &mut GooseUser, goose: GooseResponse, passes: &[u16]) -> TransactionResult {
+/// Reads a response to the end (at most [`MAX_BODY`] of it; a whole body lets its connection
+/// be reused) and applies a task's success rule: `passes` are the statuses that pass, and a
+/// passing answer's body must be whole and as `expect`ed.
+pub(super) async fn judge(
+    user: &mut GooseUser,
+    goose: GooseResponse,
+    passes: &[u16],
+    expect: Expect,
+) -> TransactionResult {
     let GooseResponse {
         mut request,
         response,
     } = goose;
-    match response {
-        Ok(response) => drop(response.bytes().await),
+    let answer = match response {
+        Ok(response) => read_answer(response, expect, false).await,
         Err(e) => return Err(request_failed(request, &e)),
-    }
-    settle(user, &mut request, passes)
+    };
+    settle(user, &mut request, passes, answer).map(drop)
 }
 
-/// Passes or fails a request that got an answer, by its status.
-fn settle(user: &mut GooseUser, request: &mut GooseRequestMetric, passes: &[u16]) -> TransactionResult {
+/// Reads an answer's body, keeping it when `keep` (else only counting it), and checks its
+/// content type as `expect`ed when its status is 2xx. `Err` is the reason the answer fails,
+/// if its status passes.
+async fn read_answer(
+    response: reqwest::Response,
+    expect: Expect,
+    keep: bool,
+) -> Result<Vec<u8>, Cow<'static, str>> {
+    let kind = match (expect, response.status().is_success()) {
+        (Expect::Json, true) => json_content_type(response.headers()),
+        _ => Ok(()),
+    };
+    // A body that failed to arrive says more than its label.
+    let body = read_body(response, keep).await?;
+    kind.map(|()| body)
+}
+
+/// Reads a body chunk by chunk, at most [`MAX_BODY`] of it, so a huge or endless answer costs
+/// no memory; returns it when `keep`, else nothing. Stopping early drops the connection.
+async fn read_body(mut response: reqwest::Response, keep: bool) -> Result<Vec<u8>, Cow<'static, str>> {
+    if response.content_length().is_some_and(|n| n > MAX_BODY as u64) {
+        return Err(Cow::Borrowed(TOO_LARGE));
+    }
+    let mut body = Vec::new();
+    let mut read = 0;
+    loop {
+        match response.chunk().await {
+            Ok(Some(chunk)) => {
+                read += chunk.len();
+                if read > MAX_BODY {
+                    return Err(Cow::Borrowed(TOO_LARGE));
+                }
+                if keep {
+                    body.extend_from_slice(&chunk);
+                }
+            }
+            Ok(None) => return Ok(body),
+            Err(e) => return Err(body_failure(&e)),
+        }
+    }
+}
+
+/// Why reading a body failed: the request timeout ("timeout"), or the body cut short, named by
+/// its root cause ("truncated body: end of file before message length reached"). (Goose's
+/// client decodes gzip, so reqwest calls every body error a decode error: the cause tells.)
+fn body_failure(e: &reqwest::Error) -> Cow<'static, str> {
+    let cause = crate::console::transport_reason(e);
+    if e.is_timeout() {
+        Cow::Owned(cause)
+    } else {
+        Cow::Owned(format!("truncated body: {cause}"))
+    }
+}
+
+/// `Ok` when the answer says it is JSON (`application/json`, or a `+json` type such as
+/// `application/problem+json`), else the reason naming the type it has.
+fn json_content_type(headers: &reqwest::header::HeaderMap) -> Result<(), Cow<'static, str>> {
+    let Some(value) = headers.get(reqwest::header::CONTENT_TYPE) else {
+        return Err(Cow::Borrowed("wrong content type: none"));
+    };
+    let essence = value
+        .to_str()
+        .unwrap_or("(not text)")
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    if essence == "application/json" || essence.ends_with("+json") {
+        return Ok(());
+    }
+    // The reason is a counter's key: keep a nonsense header from making a long one.
+    let essence: String = essence.chars().take(60).collect();
+    Err(Cow::Owned(format!("wrong content type: {essence}")))
+}
+
+/// Passes or fails a request that got an answer: by its status, then by its body (`answer`,
+/// `Err` naming what is wrong with it). Returns the body of a passing answer.
+fn settle<T>(
+    user: &mut GooseUser,
+    request: &mut GooseRequestMetric,
+    passes: &[u16],
+    answer: Result<T, Cow<'static, str>>,
+) -> Result<T, Box<TransactionError>> {
     let status = request.status_code;
     if !passes.contains(&status) {
-        return fail(user, request, failure_reason(status));
+        return Err(fail(user, request, failure_reason(status)));
     }
+    let body = answer.map_err(|reason| fail(user, request, reason))?;
     if !request.success {
         // Goose failed a non-2xx status this task accepts. Clear its error so the correction
         // isn't counted as a second error.
         request.error.clear();
         user.set_success(request)?;
     }
-    Ok(())
+    Ok(body)
 }
 
 /// A request that got no answer: Goose has recorded it; the console counts it by its cause; the
@@ -289,19 +415,20 @@ fn request_failed(request: GooseRequestMetric, e: &reqwest::Error) -> Box<Transa
     })
 }
 
-/// Fails a request with Locust's `reason`: the request (unless Goose already failed it, with its
-/// own message naming the status) and the transaction.
+/// Fails a request with Locust's `reason` (or ours, for a broken body): the request (unless
+/// Goose already failed it, with its own message naming the status) and the transaction, whose
+/// error this returns.
 fn fail(
     user: &mut GooseUser,
     request: &mut GooseRequestMetric,
     reason: Cow<'static, str>,
-) -> TransactionResult {
+) -> Box<TransactionError> {
     crate::console::count(&reason);
     if request.success {
         // Always an `Err` (the request's); the transaction's below carries the reason too.
         let _ = user.set_failure(&reason, request, None, None);
     }
-    Err(Box::new(TransactionError::Custom(reason.into_owned())))
+    Box::new(TransactionError::Custom(reason.into_owned()))
 }
 
 /// Locust's failure message for a status a task does not accept.
@@ -310,5 +437,118 @@ pub fn failure_reason(status: u16) -> Cow<'static, str> {
         429 => Cow::Borrowed("Rate limited"),
         422 => Cow::Borrowed("Validation error"),
         s => Cow::Owned(format!("Unexpected status {s}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use reqwest::header::{HeaderMap, HeaderValue, CONTENT_TYPE};
+    use std::sync::LazyLock;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    fn labelled(value: Option<&'static str>) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        if let Some(v) = value {
+            headers.insert(CONTENT_TYPE, HeaderValue::from_static(v));
+        }
+        headers
+    }
+
+    #[test]
+    fn json_is_told_by_its_content_type() {
+        let check = |v| json_content_type(&labelled(v)).map_err(|e| e.into_owned());
+        assert_eq!(check(Some("application/json")), Ok(()));
+        assert_eq!(check(Some("Application/JSON; charset=utf-8")), Ok(()));
+        assert_eq!(check(Some("application/problem+json")), Ok(()));
+        assert_eq!(
+            check(Some("text/html; charset=utf-8")),
+            Err("wrong content type: text/html".into())
+        );
+        assert_eq!(
+            check(Some("text/plain")),
+            Err("wrong content type: text/plain".into())
+        );
+        assert_eq!(check(None), Err("wrong content type: none".into()));
+    }
+
+    #[test]
+    fn a_created_call_has_an_id_in_json() {
+        assert_eq!(
+            created_id(br#"{"id":"c-1","status":"ringing"}"#),
+            Ok("c-1".into())
+        );
+        assert_eq!(created_id(br#"{"id":42}"#), Ok("42".into()));
+        for no_id in [
+            &br#"{"status":"ringing"}"#[..],
+            br#"{"id":""}"#,
+            b"[]",
+            b"{\"id\":null}",
+        ] {
+            assert_eq!(created_id(no_id), Err("No call id in response"));
+        }
+        for not_json in [&b"<html></html>"[..], br#"{"id":"c-"#, b""] {
+            assert_eq!(created_id(not_json), Err("body is not JSON"));
+        }
+    }
+
+    /// Serves one connection: reads a request, writes `head`, then `body` until `endless` or
+    /// once; then closes.
+    async fn serve_once(head: &'static str, body: &'static [u8], endless: bool) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/", listener.local_addr().unwrap());
+        tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            let mut request = [0u8; 1024];
+            let _ = socket.read(&mut request).await;
+            socket.write_all(head.as_bytes()).await.unwrap();
+            while socket.write_all(body).await.is_ok() && endless {}
+        });
+        url
+    }
+
+    #[tokio::test]
+    async fn an_endless_body_fails_at_the_cap_without_being_kept() {
+        // Chunked, so only the bytes can tell: 64 KiB chunks, forever.
+        static CHUNK: LazyLock<Vec<u8>> = LazyLock::new(|| {
+            let mut chunk = format!("{:x}\r\n", 64 * 1024).into_bytes();
+            chunk.extend(std::iter::repeat_n(b' ', 64 * 1024));
+            chunk.extend_from_slice(b"\r\n");
+            chunk
+        });
+        let url = serve_once(
+            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n",
+            &CHUNK,
+            true,
+        )
+        .await;
+        let response = reqwest::get(url).await.unwrap();
+        let e = read_body(response, true).await.unwrap_err();
+        assert_eq!(e, TOO_LARGE);
+    }
+
+    #[tokio::test]
+    async fn a_body_cut_short_is_named_truncated() {
+        let url = serve_once(
+            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n",
+            br#"{"calls":["#,
+            false,
+        )
+        .await;
+        let response = reqwest::get(url).await.unwrap();
+        let e = read_body(response, false).await.unwrap_err();
+        assert_eq!(e, "truncated body: end of file before message length reached");
+    }
+
+    #[tokio::test]
+    async fn an_announced_huge_body_fails_before_it_is_read() {
+        let url = serve_once(
+            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 67108864\r\n\r\n",
+            b"{",
+            false,
+        )
+        .await;
+        let response = reqwest::get(url).await.unwrap();
+        assert_eq!(read_body(response, true).await.unwrap_err(), TOO_LARGE);
     }
 }

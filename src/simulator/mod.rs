@@ -188,6 +188,7 @@ pub(crate) struct Sim {
     limiter: Option<faults::RateLimiter>,
     leak: faults::Leak,
     sessions: media::Sessions,
+    stalls: faults::Stalls,
 }
 
 impl Sim {
@@ -198,6 +199,7 @@ impl Sim {
             store: store::Store::new(opts.max_calls),
             stats: stats::Stats::new(),
             sessions: media::Sessions::default(),
+            stalls: faults::Stalls::default(),
             addr,
             opts,
         }
@@ -403,6 +405,7 @@ impl RunningSimulator {
             let _ = stop.send(());
         }
         self.sim.sessions.close_all();
+        self.sim.stalls.release_all();
     }
 }
 
