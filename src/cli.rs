@@ -101,11 +101,46 @@ pub struct LoadOptions {
     pub test_plan_given: bool,
 }
 
-/// The clap command with the Locust / old-Goose aliases of `--increase-rate`.
+/// The clap command with the Locust / old-Goose aliases of `--increase-rate`, and a
+/// `--test-plan` parser that refuses a malformed plan in one line (Goose's prints a block).
 pub fn command() -> clap::Command {
-    Cli::command().mut_arg("increase_rate", |a| {
-        a.visible_alias("hatch-rate").visible_alias("spawn-rate")
-    })
+    Cli::command()
+        .mut_arg("increase_rate", |a| {
+            a.visible_alias("hatch-rate").visible_alias("spawn-rate")
+        })
+        .mut_arg("test_plan", |a| a.value_parser(test_plan))
+}
+
+/// `--test-plan` as Goose reads it ("users,time" steps separated by `;`, at least one user
+/// started), checked here first so Goose's parser, which prints its refusals, only ever sees a
+/// plan it takes.
+fn test_plan(value: &str) -> Result<goose::test_plan::TestPlan, String> {
+    const EXPECTED: &str = "expected steps of users,time separated by ; such as \"10,1m;10,5m;0,30s\"";
+    let mut previous = 0usize;
+    let mut started = 0usize;
+    for step in value.split(';') {
+        let Some((users, span)) = step.split_once(',') else {
+            return Err(format!("step '{}' has no comma; {EXPECTED}", step.trim()));
+        };
+        let (users, span) = (users.trim(), span.trim());
+        let users = users
+            .parse::<usize>()
+            .ok()
+            .filter(|_| users.bytes().all(|b| b.is_ascii_digit()))
+            .ok_or_else(|| format!("'{users}' is not a number of users; {EXPECTED}"))?;
+        let seconds = goose::util::parse_timespan(span)
+            .filter(|_| span.bytes().all(|b| b.is_ascii_digit() || b"hmsHMS".contains(&b)))
+            .and_then(|s| s.checked_mul(1_000));
+        if seconds.is_none() {
+            return Err(format!("'{span}' is not a time span; {EXPECTED}"));
+        }
+        started = started.saturating_add(users.saturating_sub(previous));
+        previous = users;
+    }
+    if started == 0 {
+        return Err(format!("the plan starts no user; {EXPECTED}"));
+    }
+    value.parse().map_err(|e: goose::GooseError| e.to_string())
 }
 
 /// Parses a command line (program name first).
@@ -116,9 +151,108 @@ where
 {
     let matches = command().try_get_matches_from(args)?;
     let mut cli = Cli::from_arg_matches(&matches)?;
-    cli.load.test_plan_given =
-        matches.value_source("test_plan") == Some(clap::parser::ValueSource::CommandLine);
+    let given = |id: &str| matches.value_source(id) == Some(clap::parser::ValueSource::CommandLine);
+    cli.load.test_plan_given = given("test_plan");
+    // The gaggle's own options mean nothing to a lone run, which would silently ignore them
+    // (the token may also come from the environment, which is no mistake).
+    if cli.command.is_none() && !cli.gaggle.manager && !cli.gaggle.worker {
+        for (id, option) in [
+            ("gaggle_token", "--gaggle-token"),
+            ("gaggle_timeout", "--gaggle-timeout"),
+        ] {
+            if given(id) {
+                return Err(command().error(
+                    clap::error::ErrorKind::MissingRequiredArgument,
+                    format!("{option} is a gaggle option: use it with --manager or --worker"),
+                ));
+            }
+        }
+    }
     Ok(cli)
+}
+
+/// The report types Goose writes, by extension (a trailing `.gz` gzips any of them).
+const REPORT_TYPES: [&str; 4] = ["html", "htm", "json", "md"];
+
+/// Checks the files Goose will write — reports and logs — before anything starts: Goose checks a
+/// report's type only as the attack starts, answers a log it cannot create with an ERROR line
+/// and runs on without it, and panics on a gzipped Goose log it cannot create. None of them may
+/// be `output` (the results file) or the HTML report written beside it, which would overwrite it.
+pub fn check_goose_outputs(
+    goose: &GooseConfiguration,
+    output: Option<&std::path::Path>,
+) -> anyhow::Result<()> {
+    use crate::analysis::results::check_output_path;
+    use anyhow::{bail, Context};
+    use std::path::Path;
+    // "" is no file; Goose's RUN_FOLDER (a bare flag) writes into the run's folder.
+    let given = |value: &str| !value.is_empty() && value != goose::config::RUN_FOLDER;
+    let ours = output.map(|o| (o.to_path_buf(), o.with_extension("html")));
+    if let Some((results, html)) = &ours {
+        if results == html {
+            bail!(
+                "--output {}: the HTML report is written beside the results file under the same name \
+                 with .html; give the results file another extension, such as {}",
+                results.display(),
+                results.with_extension("json").display()
+            );
+        }
+    }
+    let clashes = |option: &str, path: &str| -> anyhow::Result<()> {
+        match &ours {
+            Some((results, html)) if Path::new(path) == results || Path::new(path) == html => bail!(
+                "{option} {path} is where this run writes its own {}: give it another name",
+                if Path::new(path) == results {
+                    "results file (--output)"
+                } else {
+                    "HTML report (beside --output)"
+                }
+            ),
+            _ => Ok(()),
+        }
+    };
+    for report in goose.report_file.iter().filter(|r| given(r)) {
+        let name = report.strip_suffix(".gz").unwrap_or(report);
+        let ext = Path::new(name).extension().and_then(|e| e.to_str()).unwrap_or("");
+        if !REPORT_TYPES.contains(&ext.to_ascii_lowercase().as_str()) {
+            bail!(
+                "--report-file {report}: the extension picks the report's type: use .html, .json or .md{}",
+                if ext == "pdf" {
+                    " (PDF reports need Goose's pdf-reports feature)"
+                } else {
+                    ""
+                }
+            );
+        }
+        clashes("--report-file", report)?;
+        check_output_path(Path::new(report)).context("--report-file")?;
+    }
+    let logs = [
+        ("--goose-log", &goose.goose_log),
+        ("--request-log", &goose.request_log),
+        ("--transaction-log", &goose.transaction_log),
+        ("--scenario-log", &goose.scenario_log),
+        ("--error-log", &goose.error_log),
+        ("--debug-log", &goose.debug_log),
+        ("--pdf-print-html", &goose.pdf_print_html),
+    ];
+    for (option, path) in logs {
+        if let Some(path) = path.as_deref().filter(|p| given(p)) {
+            clashes(option, path)?;
+            check_output_path(Path::new(path)).context(option)?;
+        }
+    }
+    if let Some(baseline) = goose.baseline_file.as_deref().filter(|b| !b.is_empty()) {
+        let readable = std::fs::metadata(baseline).map(|m| m.is_file()).unwrap_or(false)
+            && std::fs::File::open(baseline).is_ok();
+        if !readable {
+            bail!("--baseline-file {baseline}: cannot read it; expected the JSON report of an earlier run");
+        }
+    }
+    if goose.dashboard_port == Some(0) {
+        bail!("--dashboard-port 0: the web UI is opened at a port you know: expected 1 to 65535");
+    }
+    Ok(())
 }
 
 /// The binary's entry point; returns the exit status.
@@ -138,14 +272,27 @@ pub fn main() -> i32 {
             return 1;
         }
     };
+    if cli.goose.version {
+        println!("phone-agent-load {} (Goose 0.19)", env!("CARGO_PKG_VERSION"));
+        return 0;
+    }
     match cli.command {
-        Some(Command::Serve(opts)) => match runtime.block_on(crate::simulator::serve(opts)) {
-            Ok(()) => 0,
-            Err(e) => {
-                eprintln!("error: {e:#}");
-                1
+        Some(Command::Serve(opts)) => {
+            if !opts.bind.is_loopback() {
+                eprintln!(
+                    "warning: the simulator is open to the network: it listens on {} with no authentication, \
+                     so anyone who can reach this machine can use it (--bind 127.0.0.1 keeps it local)",
+                    opts.bind
+                );
             }
-        },
+            match runtime.block_on(crate::simulator::serve(opts)) {
+                Ok(()) => 0,
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    1
+                }
+            }
+        }
         Some(Command::Merge(args)) => crate::gaggle::merge_files(&args),
         None if cli.gaggle.manager => {
             runtime.block_on(crate::gaggle::manager::run(cli.load, cli.goose, cli.gaggle))
@@ -196,6 +343,34 @@ mod tests {
         assert!(cli.load.skip_ws && !cli.load.skip_api);
         assert_eq!(cli.load.ai_mode, AiMode::Mock);
         assert!(cli.command.is_none());
+    }
+
+    #[test]
+    fn gaggle_options_need_a_gaggle_role() {
+        for args in [["x", "--gaggle-token", "t"], ["x", "--gaggle-timeout", "5s"]] {
+            let err = parse(args).unwrap_err().to_string();
+            assert!(err.contains("--manager or --worker"), "{err}");
+        }
+        assert!(parse(["x", "--worker", "--gaggle-token", "t"]).is_ok());
+    }
+
+    #[test]
+    fn goose_outputs_are_checked_before_the_run() {
+        let dir = tempfile::tempdir().unwrap();
+        let at = |name: &str| dir.path().join(name).to_str().unwrap().to_string();
+        let check = |args: &[&str], output: Option<&std::path::Path>| {
+            let cli = parse(std::iter::once("x").chain(args.iter().copied())).unwrap();
+            check_goose_outputs(&cli.goose, output).map_err(|e| format!("{e:#}"))
+        };
+        assert!(check(&["--report-file", &at("r.html"), "--report-file"], None).is_ok());
+        assert!(check(&["--report-file", &at("r.txt")], None)
+            .unwrap_err()
+            .contains(".html"));
+        let out = dir.path().join("r.json");
+        let err = check(&["--report-file", &at("r.html")], Some(&out)).unwrap_err();
+        assert!(err.contains("HTML report"), "{err}");
+        let err = check(&["--goose-log", &at("none/g.log.gz")], None).unwrap_err();
+        assert!(err.contains("--goose-log"), "{err}");
     }
 
     #[test]

@@ -4,7 +4,13 @@
 //! attack starts, so a Ctrl-C during start-up would be lost. We install ours first (Goose's then
 //! quietly stands down), remember the interrupt, and forward it into Goose's killswitch for as
 //! long as the attack runs. A second Ctrl-C exits at once, as with Goose.
+//!
+//! A run interrupted before its attack still runs it, so Goose writes the reports it was asked
+//! for: [`stand_down`] is the attack's `test_start`, which Goose runs right after clearing its
+//! killswitch and before it launches any user; it sets the killswitch again, and Goose goes
+//! straight from start to shutdown with no user launched.
 
+use goose::prelude::{GooseUser, TransactionResult};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, Once};
 use std::time::Duration;
@@ -58,4 +64,12 @@ pub fn forward_to_goose() -> tokio::task::JoinHandle<()> {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     })
+}
+
+/// The attack's `test_start`: after an interrupt, stops Goose before it launches a user.
+pub async fn stand_down(_user: &mut GooseUser) -> TransactionResult {
+    if let Some(reason) = reason() {
+        goose::trigger_killswitch(&reason);
+    }
+    Ok(())
 }

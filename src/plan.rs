@@ -76,7 +76,22 @@ pub struct RunPlan {
 impl RunPlan {
     pub fn new(profile: Profile, o: &Overrides, ai_mode: AiMode, no_wait: bool) -> Result<RunPlan> {
         if o.skips.api && o.skips.ws && o.skips.ai {
-            bail!("--skip-api, --skip-ws and --skip-ai together leave nothing to run");
+            bail!("--skip-api, --skip-ws and --skip-ai together leave nothing to run: keep at least one kind of load");
+        }
+        for (option, count, skip, skip_option) in [
+            ("--ws-connections", o.ws_connections, o.skips.ws, "--skip-ws"),
+            ("--ai-calls", o.ai_calls, o.skips.ai, "--skip-ai"),
+        ] {
+            match count {
+                Some(n) if skip => {
+                    bail!("{option} {n} and {skip_option} contradict each other: give one or the other")
+                }
+                Some(n) if n > crate::profile::MAX_USERS => bail!(
+                    "{option} {n} is more than one run can start (at most {}; use a gaggle)",
+                    crate::profile::MAX_USERS
+                ),
+                _ => {}
+            }
         }
         let api = if o.skips.api { 0 } else { profile.api_users };
         let ws = if o.skips.ws {
@@ -126,6 +141,29 @@ impl RunPlan {
             ai_mode,
             no_wait,
         })
+    }
+}
+
+impl RunPlan {
+    /// The plan the command line asks for: `--profile`, scaled by `--users` (Goose's option, so
+    /// passed apart), with `--ws-connections`, `--ai-calls`, the skips, `--ai-mode` and `--no-wait`.
+    pub fn from_options(load: &crate::cli::LoadOptions, users: Option<usize>) -> Result<RunPlan> {
+        let overrides = Overrides {
+            users,
+            ws_connections: load.ws_connections,
+            ai_calls: load.ai_calls,
+            skips: Skips {
+                api: load.skip_api,
+                ws: load.skip_ws,
+                ai: load.skip_ai,
+            },
+        };
+        RunPlan::new(
+            Profile::load(&load.profile)?,
+            &overrides,
+            load.ai_mode,
+            load.no_wait,
+        )
     }
 }
 
@@ -210,6 +248,30 @@ mod tests {
                 ai: true,
                 api: true,
             },
+            ..Default::default()
+        };
+        assert!(RunPlan::new(quick(), &o, AiMode::Stream, false).is_err());
+    }
+
+    #[test]
+    fn a_count_for_a_skipped_kind_is_a_contradiction() {
+        let o = Overrides {
+            ws_connections: Some(3),
+            skips: Skips {
+                ws: true,
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let err = RunPlan::new(quick(), &o, AiMode::Stream, false)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("--ws-connections 3") && err.contains("--skip-ws"),
+            "{err}"
+        );
+        let o = Overrides {
+            ai_calls: Some(usize::MAX),
             ..Default::default()
         };
         assert!(RunPlan::new(quick(), &o, AiMode::Stream, false).is_err());

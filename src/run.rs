@@ -9,8 +9,7 @@ use crate::analysis::{self, memory::MemorySampler, memory::MemoryTarget, PostRun
 use crate::cli::LoadOptions;
 use crate::interrupt;
 use crate::measure::Measurements;
-use crate::plan::{AiMode, Overrides, RunPlan, Skips};
-use crate::profile::Profile;
+use crate::plan::{AiMode, RunPlan};
 use crate::scenarios::{self, Shared};
 use crate::target::{self, SimulatorProcess};
 use crate::webui::{self, WebUi};
@@ -106,32 +105,16 @@ pub struct Prepared {
 /// Checks every option and file, then the target; nothing has been sent to the target yet.
 pub async fn prepare(load: &LoadOptions, goose: GooseConfiguration) -> Result<Prepared> {
     let mut goose = goose;
-    crate::console::install(&mut goose)?;
+    // Before the console takes the Goose log's path out of the configuration.
+    crate::cli::check_goose_outputs(&goose, load.output.as_deref())?;
+    let console_ours = crate::console::install(&mut goose)?;
     let webui = webui::configure(&mut goose, load.headless)?;
     if let Some(ui) = &webui {
         ui.check_port()?;
-        println!("Web UI: {}", ui.url);
-        if ui.interactive() {
-            println!("Waiting for Start on the web UI (set users, rate and run time there); Ctrl-C quits.");
-        }
     }
-    let profile = Profile::load(&load.profile)?;
-    let overrides = Overrides {
-        users: goose.users,
-        ws_connections: load.ws_connections,
-        ai_calls: load.ai_calls,
-        skips: Skips {
-            api: load.skip_api,
-            ws: load.skip_ws,
-            ai: load.skip_ai,
-        },
-    };
-    let plan = RunPlan::new(profile, &overrides, load.ai_mode, load.no_wait)?;
+    let plan = RunPlan::from_options(load, goose.users)?;
     if let Some(path) = &load.output {
         analysis::results::check_output_path(path).context("--output")?;
-    }
-    for report in &goose.report_file {
-        analysis::results::check_output_path(Path::new(report)).context("--report-file")?;
     }
     let speaks = plan.users.ai_calls > 0 && plan.ai_mode == AiMode::Stream;
     let utterances = match (&load.audio_dir, speaks) {
@@ -140,6 +123,15 @@ pub async fn prepare(load: &LoadOptions, goose: GooseConfiguration) -> Result<Pr
         (None, false) => Vec::new(),
     };
     let needs_server = plan.users.api_total() + plan.users.media_streams > 0 || speaks;
+    if let Some(host) = &goose.host {
+        target::validate_host(host)?;
+    }
+    if let Some(url) = &load.server_metrics_url {
+        target::refuse_credentials_in("--server-metrics-url", url)?;
+    }
+    if console_ours {
+        check_goose_options(&goose, &plan, load.test_plan_given, &utterances).await?;
+    }
     let mut memory_target = match (&load.server_pid, &load.server_process, &load.server_metrics_url) {
         (Some(pid), _, _) => Some(MemoryTarget::Pid(*pid)),
         (_, Some(name), _) => Some(MemoryTarget::ProcessName(name.clone())),
@@ -169,6 +161,12 @@ pub async fn prepare(load: &LoadOptions, goose: GooseConfiguration) -> Result<Pr
         // Mock-mode AI calls alone talk to no server; Goose still wants a host.
         None => ("http://127.0.0.1".to_string(), None),
     };
+    if let Some(ui) = &webui {
+        println!("Web UI: {}", ui.url);
+        if ui.interactive() {
+            println!("Waiting for Start on the web UI (set users, rate and run time there); Ctrl-C quits.");
+        }
+    }
     Ok(Prepared {
         plan,
         test_plan_given: load.test_plan_given,
@@ -207,7 +205,9 @@ async fn attack_session(
     let mut page_runs = None;
     let mut goose_metrics = None;
     let mut failure = None;
-    if interrupt_reason.is_none() {
+    // Interrupted already, the attack still runs, so Goose writes its reports; it launches no
+    // user (see interrupt::stand_down).
+    {
         let ramp = ramp_watch(&p.plan, &p.goose, &sampler);
         match build_attack(&p, &shared) {
             Err(e) => failure = Some(describe_goose_error(&e)),
@@ -306,22 +306,74 @@ fn ramp_watch(
 
 /// The Goose attack: the run's configuration with the profile's numbers, and the scenarios.
 fn build_attack(p: &Prepared, shared: &Arc<Shared>) -> Result<GooseAttack, GooseError> {
-    let mut cfg = p.goose.clone();
-    cfg.host = Some(p.host.clone());
-    if !p.test_plan_given {
-        cfg.users = Some(p.plan.users.total());
+    goose_attack(p.goose.clone(), &p.plan, &p.host, p.test_plan_given, shared)
+}
+
+/// Runs Goose's own checks of its options — time spans, rates, their conflicts, `--test-plan`,
+/// `--scenarios`, the logs' options — before anything starts: Goose makes them inside
+/// `execute()`, which would be after the simulator started and Goose printed its configuration.
+/// The dry attack has no host, so Goose stops at its host check, before any user, controller,
+/// dashboard or report exists; it runs quiet (its INFO lines come with the real attack).
+async fn check_goose_options(
+    goose: &GooseConfiguration,
+    plan: &RunPlan,
+    test_plan_given: bool,
+    utterances: &[crate::audio::Utterance],
+) -> Result<()> {
+    if goose.verbose > 0 && goose.quiet > 0 {
+        anyhow::bail!("--verbose and --quiet contradict each other: give one or the other");
+    }
+    let mut cfg = goose.clone();
+    // With no autostart Goose would go on to wait for a Start (checked in webui::configure).
+    cfg.no_autostart = false;
+    (cfg.verbose, cfg.quiet) = (0, 1);
+    let shared = Arc::new(Shared {
+        plan: plan.clone(),
+        measurements: Arc::default(),
+        utterances: Arc::new(utterances.to_vec()),
+    });
+    let level = log::max_level();
+    let checked = match goose_attack(cfg, plan, "", test_plan_given, &shared) {
+        Ok(attack) => attack.execute().await.map(drop),
+        Err(e) => Err(e),
+    };
+    log::set_max_level(level);
+    match checked {
+        // Reached the host check: every option before it passed.
+        Err(GooseError::InvalidOption { option, value, .. }) if option == "--host" && value.is_empty() => {
+            Ok(())
+        }
+        Ok(()) => Ok(()),
+        Err(e) => Err(anyhow::anyhow!(describe_goose_error(&e))),
+    }
+}
+
+/// The Goose attack on `host` (empty: none) with the plan's numbers unless `--test-plan` rules.
+fn goose_attack(
+    mut cfg: GooseConfiguration,
+    plan: &RunPlan,
+    host: &str,
+    test_plan_given: bool,
+    shared: &Arc<Shared>,
+) -> Result<GooseAttack, GooseError> {
+    cfg.host = Some(host.to_string());
+    if !test_plan_given {
+        cfg.users = Some(plan.users.total());
         if cfg.increase_rate.is_none() && cfg.increase_time.is_none() {
-            cfg.increase_rate = Some(p.plan.profile.spawn_rate.to_string());
+            cfg.increase_rate = Some(plan.profile.spawn_rate.to_string());
         }
         if cfg.run_time.is_none() && cfg.iterations.is_none() {
-            cfg.run_time = Some(p.plan.profile.run_time.as_secs().to_string());
+            cfg.run_time = Some(plan.profile.run_time.as_secs().to_string());
         }
     }
     let attack = GooseAttack::initialize_with_config(cfg)?
         .set_scheduler(GooseScheduler::RoundRobin)
         .set_client_builder_without_cookies(goose::client::GooseClientBuilder::new().without_cookies())?
-        .set_default(GooseDefault::NoTelnet, true)?;
-    scenarios::register(*attack, shared)
+        .set_default(GooseDefault::NoTelnet, true)?
+        .test_start(Transaction::new(Arc::new(|user| {
+            Box::pin(interrupt::stand_down(user))
+        })));
+    scenarios::register(attack, shared)
 }
 
 /// Goose's `Display` hides the detail that says what to fix.
@@ -331,7 +383,7 @@ fn describe_goose_error(e: &GooseError) -> String {
             option,
             value,
             detail,
-        } => format!("{option} {value}: {detail}"),
+        } => goose_option_names(&format!("{option} {value}: {detail}")),
         GooseError::InvalidHost { host, detail, .. } => format!("--host {host}: {detail}"),
         GooseError::InvalidWaitTime { detail, .. }
         | GooseError::InvalidWeight { detail, .. }
@@ -342,4 +394,28 @@ fn describe_goose_error(e: &GooseError) -> String {
         }
         other => other.to_string(),
     }
+}
+
+/// Goose names its options `configuration.run_time` in errors; the user typed `--run-time`.
+fn goose_option_names(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    let mut rest = message;
+    while let Some(at) = rest.find("configuration.") {
+        let before = &rest[..at];
+        let after = &rest[at + "configuration.".len()..];
+        let len = after
+            .find(|c: char| !(c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'))
+            .unwrap_or(after.len());
+        if len == 0 {
+            out.push_str(&rest[..at + "configuration.".len()]);
+            rest = after;
+            continue;
+        }
+        out.push_str(before.strip_suffix('`').unwrap_or(before));
+        out.push_str("--");
+        out.push_str(&after[..len].replace('_', "-"));
+        rest = after[len..].strip_prefix('`').unwrap_or(&after[len..]);
+    }
+    out.push_str(rest);
+    out
 }

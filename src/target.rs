@@ -18,6 +18,7 @@ const SIMULATOR_START_TIMEOUT: Duration = Duration::from_secs(15);
 pub fn validate_host(host: &str) -> Result<String> {
     let url = Url::parse(host)
         .map_err(|e| anyhow!("--host {host}: {e}; expected a base URL such as http://localhost:8080"))?;
+    refuse_credentials("--host", &url)?;
     if !matches!(url.scheme(), "http" | "https") {
         bail!("--host {host}: the scheme must be http or https (media streams use ws/wss on the same host)");
     }
@@ -30,6 +31,31 @@ pub fn validate_host(host: &str) -> Result<String> {
         );
     }
     Ok(host.trim_end_matches('/').to_string())
+}
+
+/// Refuses a URL carrying a user name or password: it would be printed on the console and
+/// written to Goose's logs and reports and to the results file. The error shows the URL with
+/// its credentials starred out.
+pub fn refuse_credentials(option: &str, url: &Url) -> Result<()> {
+    if url.username().is_empty() && url.password().is_none() {
+        return Ok(());
+    }
+    let mut shown = url.clone();
+    let _ = shown.set_username("***");
+    let _ = shown.set_password(None);
+    bail!(
+        "{option} {shown}: a user name or password in the URL would be written to the console, logs, \
+         reports and results file; give the URL without them"
+    )
+}
+
+/// As [`refuse_credentials`], for a URL option given as text (unparseable text is left to the
+/// option's own check).
+pub fn refuse_credentials_in(option: &str, url: &str) -> Result<()> {
+    match Url::parse(url) {
+        Ok(url) => refuse_credentials(option, &url),
+        Err(_) => Ok(()),
+    }
 }
 
 /// Fails fast, with one line naming the host and the cause, when nothing accepts connections.
@@ -158,6 +184,10 @@ mod tests {
             .to_string()
             .contains("without a path"));
         assert!(validate_host("ftp://x").is_err());
+        let err = validate_host("http://agent:hunter2@localhost:8080")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("password") && !err.contains("hunter2"), "{err}");
         assert!(validate_host("").is_err());
     }
 

@@ -41,6 +41,11 @@ pub struct WebUi {
 /// Sets up the dashboard in Goose's configuration; `None` when `--headless`.
 pub fn configure(cfg: &mut GooseConfiguration, headless: bool) -> Result<Option<WebUi>> {
     if headless {
+        if cfg.no_autostart {
+            bail!(
+                "--no-autostart waits for Start on the web UI, which --headless turns off: give one or the other"
+            );
+        }
         cfg.dashboard = false;
         cfg.no_telnet = true;
         return Ok(None);

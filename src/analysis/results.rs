@@ -460,16 +460,51 @@ impl Results {
     }
 }
 
-/// Refuses an `--output` path that cannot be written, before a run spends its time: the folder
-/// must exist and take a new file, and the path must not be a folder.
+/// How much the output check writes beside the target: about what a results file with its raw
+/// histograms takes, so a full file system is refused before the run, not after it.
+const PROBE_BYTES: usize = 256 * 1024;
+
+/// Refuses an output path that cannot be written, before a run spends its time: the folder must
+/// exist and take a new file of a results file's size, and the path must not be a folder or
+/// anything but a regular file (the results are written beside it and renamed over it, which
+/// would replace a device such as `/dev/null`). Errors name the path, not the option: callers add
+/// the option as context.
 pub fn check_output_path(path: &Path) -> Result<()> {
+    if path.as_os_str().is_empty() {
+        bail!("the path is empty; expected a file path such as results.json");
+    }
     if path.is_dir() {
-        bail!("--output {}: is a directory", path.display());
+        bail!(
+            "{} is a directory; expected the path of a file to write",
+            path.display()
+        );
+    }
+    if let Ok(meta) = std::fs::metadata(path) {
+        if !meta.is_file() {
+            bail!(
+                "{} is not a regular file (a device, pipe or socket); expected the path of a file to write",
+                path.display()
+            );
+        }
     }
     let tmp = temp_path(path)?;
-    std::fs::File::create(&tmp)
-        .and_then(|_| std::fs::remove_file(&tmp))
-        .map_err(|e| anyhow::anyhow!("--output {}: cannot write there: {e}", path.display()))
+    let probe = || -> std::io::Result<()> {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(&vec![0u8; PROBE_BYTES])?;
+        f.sync_all()
+    };
+    let written = probe();
+    let _ = std::fs::remove_file(&tmp);
+    written.map_err(|e| match e.kind() {
+        std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded => anyhow::anyhow!(
+            "{}: no room to write it ({e}); free some space or choose another place",
+            path.display()
+        ),
+        _ => anyhow::anyhow!(
+            "{}: cannot write there ({e}); expected a file in an existing, writable folder",
+            path.display()
+        ),
+    })
 }
 
 /// `dir/.name.tmp-PID`: beside the target, so the rename stays on one file system.

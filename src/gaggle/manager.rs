@@ -95,10 +95,18 @@ async fn manage(mut load: LoadOptions, goose: GooseConfiguration, gaggle: Gaggle
             "note: Goose's --report-file reports stay with each worker; the merged results go to --output"
         );
     }
+    if goose.no_autostart {
+        bail!("--no-autostart does not apply to --manager: the manager starts its workers together itself");
+    }
+    // Refused before the simulator starts: too few users for the workers, a port that is taken.
+    shares::split_users(RunPlan::from_options(&load, goose.users)?.users, settings.expect)?;
+    let listener = TcpListener::bind((settings.bind_host.as_str(), settings.bind_port))
+        .await
+        .with_context(|| format!("cannot listen on {}:{}", settings.bind_host, settings.bind_port))?;
     // The manager runs no Goose attack of its own, so no web UI either.
     load.headless = true;
     let mut prepared = run::prepare(&load, goose.clone()).await?;
-    let result = lead(&settings, &load, &goose, &prepared).await;
+    let result = lead(&settings, listener, &load, &goose, &prepared).await;
     if let Some(sim) = prepared.simulator.take() {
         sim.stop().await;
     }
@@ -108,14 +116,12 @@ async fn manage(mut load: LoadOptions, goose: GooseConfiguration, gaggle: Gaggle
 /// Everything after the checks: gather, start, supervise, merge, conclude.
 async fn lead(
     settings: &ManagerSettings,
+    listener: TcpListener,
     load: &LoadOptions,
     goose: &GooseConfiguration,
     prepared: &Prepared,
 ) -> Result<i32> {
     let shares = shares::split_users(prepared.plan.users, settings.expect)?;
-    let listener = TcpListener::bind((settings.bind_host.as_str(), settings.bind_port))
-        .await
-        .with_context(|| format!("cannot listen on {}:{}", settings.bind_host, settings.bind_port))?;
     let addr = listener.local_addr()?;
     println!(
         "Gaggle manager listening on {addr}: waiting up to {} for {} worker(s); start each with\n  \

@@ -381,7 +381,7 @@ pub fn merge_files(args: &MergeArgs) -> i32 {
 
 fn merge_results_files(args: &MergeArgs) -> Result<i32> {
     if let Some(out) = &args.output {
-        results::check_output_path(out)?;
+        results::check_output_path(out).context("--output")?;
     }
     let mut parts = Vec::new();
     let mut fail_on = None;

@@ -97,6 +97,9 @@ impl ManagerSettings {
             .manager_bind_host
             .clone()
             .unwrap_or_else(|| "127.0.0.1".to_string());
+        if bind_host.trim().is_empty() {
+            bail!("--manager-bind-host is empty: expected an address to listen on, such as 127.0.0.1 or 0.0.0.0");
+        }
         let token = token(g)?;
         if token.is_none() && !is_loopback(&bind_host) {
             bail!(
@@ -128,9 +131,17 @@ impl WorkerSettings {
         if g.expect_workers.is_some() || g.manager_bind_host.is_some() || g.manager_bind_port.is_some() {
             bail!("--expect-workers, --manager-bind-host and --manager-bind-port are manager options; a worker connects to --manager-host and --manager-port");
         }
+        let manager_host = g.manager_host.clone().unwrap_or_else(|| "127.0.0.1".to_string());
+        if manager_host.trim().is_empty() {
+            bail!("--manager-host is empty: expected the manager's host name or address");
+        }
+        let manager_port = g.manager_port.unwrap_or(DEFAULT_PORT);
+        if manager_port == 0 {
+            bail!("--manager-port 0: expected the port the manager listens on, 1 to 65535 (it prints it)");
+        }
         Ok(WorkerSettings {
-            manager_host: g.manager_host.clone().unwrap_or_else(|| "127.0.0.1".to_string()),
-            manager_port: g.manager_port.unwrap_or(DEFAULT_PORT),
+            manager_host,
+            manager_port,
             token: token(g)?,
             timeout: timeout(g)?,
         })

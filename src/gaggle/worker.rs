@@ -55,9 +55,13 @@ pub async fn run(load: LoadOptions, goose: GooseConfiguration, gaggle: GaggleOpt
 async fn work(load: LoadOptions, goose: GooseConfiguration, gaggle: GaggleOptions) -> Result<i32> {
     let settings = WorkerSettings::from_options(&gaggle)?;
     refuse_load_options(&load, &goose)?;
+    if goose.no_autostart {
+        bail!("--no-autostart does not apply to --worker: the manager starts its workers");
+    }
     if let Some(out) = &load.output {
         results::check_output_path(out).context("--output")?;
     }
+    crate::cli::check_goose_outputs(&goose, load.output.as_deref())?;
     let hello = Hello::new(settings.token.clone())?;
     let mut stream = connect(&settings).await?;
     let (name, expected) = join(&mut stream, hello, &settings).await?;
