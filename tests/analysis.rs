@@ -811,7 +811,9 @@ async fn sampler_sees_a_50_mb_allocation_as_growth() {
         "growth {} MB",
         lg.growth_mb
     );
-    assert!(lg.peak_mb >= lg.final_mb && lg.slope_mb_per_min > 0.0);
+    assert!(lg.peak_mb >= lg.final_mb);
+    // Growth is seen at once; a slope needs MIN_FIT_SPAN_S of samples, which 0.6 s is not.
+    assert_eq!((lg.slope_mb_per_min, lg.r2), (0.0, 0.0));
     assert!(report.ramp_done_s.unwrap() >= 0.25);
     assert!(lg.window_start_s >= report.ramp_done_s.unwrap());
     let server = report.server.expect("server (this process, by pid) sampled");

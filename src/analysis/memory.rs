@@ -110,6 +110,9 @@ impl MemoryReport {
     }
 }
 
+/// The shortest stretch of samples a slope is fitted over, in seconds.
+pub const MIN_FIT_SPAN_S: f64 = 10.0;
+
 impl MemorySeries {
     /// Summarises samples; None without any.
     pub fn from_samples(source: String, samples: Vec<[f64; 2]>, ramp_done_s: Option<f64>) -> Option<Self> {
@@ -120,7 +123,14 @@ impl MemorySeries {
             .and_then(|r| samples.iter().position(|s| s[0] >= r))
             .unwrap_or(0);
         let window: Vec<(f64, f64)> = samples[start..].iter().map(|s| (s[0], s[1])).collect();
-        let (slope, r2) = fit_slope(&window);
+        let span_s = window.last().map_or(0.0, |l| l.0) - window.first().map_or(0.0, |f| f.0);
+        // A few samples over a second or two (a run stopped at start-up) would project a
+        // start-up allocation into gigabytes per hour: no slope below MIN_FIT_SPAN_S.
+        let (slope, r2) = if span_s >= MIN_FIT_SPAN_S {
+            fit_slope(&window)
+        } else {
+            (0.0, 0.0)
+        };
         let initial = samples[start][1];
         Some(MemorySeries {
             source,

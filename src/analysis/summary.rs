@@ -42,6 +42,11 @@ pub fn summary_text(r: &Results) -> String {
     }
     let failing = r.failing().count();
     let _ = match (r.passed, failing) {
+        (true, _) if r.interrupted => writeln!(
+            o,
+            "\nRESULT: INTERRUPTED (nothing at or above {} in what ran, but the run did not finish)",
+            r.fail_on
+        ),
         (true, _) => writeln!(o, "\nRESULT: PASSED (nothing at or above {})", r.fail_on),
         (false, n) => writeln!(o, "\nRESULT: FAILED ({n} verdict(s) at or above {})", r.fail_on),
     };
