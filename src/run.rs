@@ -64,8 +64,10 @@ pub fn conclude(
     fail_on: Status,
     hooks: &[Box<dyn PostRunHook>],
 ) -> i32 {
-    crate::console::print_table(&crate::console::take_tally());
+    let failures = crate::console::take_tally();
+    crate::console::print_table(&failures);
     let mut results = analysis::analyse(record, hooks);
+    results.failures_by_reason = failures;
     results.set_fail_on(fail_on);
     analysis::summary::print_summary(&results);
     let mut code = results.exit_code(fail_on);

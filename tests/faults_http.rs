@@ -423,6 +423,13 @@ fn target_killed_mid_run(quiet: bool) {
     assert!(table.values().all(|&n| n <= refused), "mostly refused: {table:?}");
     // Refused requests are thousands; the console has a few lines about them.
     assert!(refused >= 1000, "{table:?}");
+    // The results file keeps the same counts, with the cause Goose's errors leave out.
+    assert_eq!(
+        u(&r["failures_by_reason"]["connection refused"]),
+        refused,
+        "{}",
+        r["failures_by_reason"]
+    );
     let all = run.all();
     assert!(all.contains("failed requests in the last 5 s: "), "{all}");
     assert!(all.contains("Failed requests by reason"), "{all}");

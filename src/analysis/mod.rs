@@ -161,6 +161,7 @@ fn skeleton(run: &RunRecord) -> Results {
         verdicts: Vec::new(),
         figures: Vec::new(),
         hook_errors: Vec::new(),
+        failures_by_reason: Default::default(),
         workers: Vec::new(),
         raw: Some(results::RawData::of(run)),
     }
