@@ -110,8 +110,9 @@ impl MemoryReport {
     }
 }
 
-/// The shortest stretch of samples a slope is fitted over, in seconds.
-pub const MIN_FIT_SPAN_S: f64 = 10.0;
+/// The shortest stretch of samples a slope is fitted over, in seconds (four samples at the
+/// default one a second).
+pub const MIN_FIT_SPAN_S: f64 = 3.0;
 
 impl MemorySeries {
     /// Summarises samples; None without any.
@@ -124,8 +125,8 @@ impl MemorySeries {
             .unwrap_or(0);
         let window: Vec<(f64, f64)> = samples[start..].iter().map(|s| (s[0], s[1])).collect();
         let span_s = window.last().map_or(0.0, |l| l.0) - window.first().map_or(0.0, |f| f.0);
-        // A few samples over a second or two (a run stopped at start-up) would project a
-        // start-up allocation into gigabytes per hour: no slope below MIN_FIT_SPAN_S.
+        // A few samples over a moment (a run stopped at start-up) would project a start-up
+        // allocation into gigabytes per hour: no slope below MIN_FIT_SPAN_S.
         let (slope, r2) = if span_s >= MIN_FIT_SPAN_S {
             fit_slope(&window)
         } else {
