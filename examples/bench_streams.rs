@@ -61,6 +61,9 @@ struct Args {
     /// with one worker (`multi`, as the CLI's runtime is built)
     #[arg(long, value_enum, default_value = "current")]
     runtime: Flavor,
+    /// Also write the steps' figures to this JSON file (scripts/bench reads it)
+    #[arg(long)]
+    json: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -70,7 +73,7 @@ enum Flavor {
 }
 
 /// One step's figures.
-#[derive(Debug)]
+#[derive(Debug, serde::Serialize)]
 struct Step {
     calls: usize,
     connected: u64,
@@ -177,6 +180,24 @@ fn main() -> Result<()> {
             last.cpu_us_per_frame,
             1e6 / (last.cpu_us_per_frame * FRAMES_PER_SEC)
         );
+    }
+    if let Some(path) = &args.json {
+        let steps: Vec<serde_json::Value> = results
+            .iter()
+            .map(|s| {
+                let mut v = serde_json::to_value(s).unwrap_or_default();
+                v["meets_target"] = s.meets_target().into();
+                v
+            })
+            .collect();
+        let largest = results.iter().filter(|s| s.meets_target()).map(|s| s.calls).max();
+        let report = serde_json::json!({
+            "steps": steps,
+            "largest_meeting_target": largest.unwrap_or(0),
+            "runtime": format!("{:?}", args.runtime),
+        });
+        std::fs::write(path, serde_json::to_string_pretty(&report)?)
+            .with_context(|| format!("cannot write {}", path.display()))?;
     }
     drop(sim);
     Ok(())

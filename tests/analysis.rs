@@ -518,7 +518,10 @@ fn unanswered_turns_and_failed_calls_are_critical_though_everything_connected() 
     assert_eq!((calls.value, calls.status), (20.0, Status::Critical));
     let turns = verdict("AI turn success").unwrap();
     assert_eq!((turns.value, turns.status), (0.0, Status::Critical));
-    assert!(verdict("AI real-time factor").is_none(), "no answered turn, no RTF");
+    assert!(
+        verdict("AI real-time factor").is_none(),
+        "no answered turn, no RTF"
+    );
     assert!(!r.passed);
     assert_eq!(r.exit_code(Status::Critical), 2);
 

@@ -128,7 +128,10 @@ fn assert_interrupted(run: &Running, status: ExitStatus, out: &Path) -> Value {
         "the summary is printed\n{all}"
     );
     assert!(all.contains("Results written to"), "{all}");
-    assert!(!all.contains("RESULT: PASSED"), "an unfinished run is not a pass\n{all}");
+    assert!(
+        !all.contains("RESULT: PASSED"),
+        "an unfinished run is not a pass\n{all}"
+    );
     let r = results(out);
     assert_eq!(r["interrupted"], true, "{r}");
     assert!(

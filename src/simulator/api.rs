@@ -6,10 +6,10 @@
 use super::stats::Invalid;
 use super::store::{self, Filter, NewCall, DIRECTIONS, INDUSTRIES, STATUSES};
 use super::Sim;
-use axum::body::Bytes;
+use axum::body::{Body, Bytes};
 use axum::extract::{Path, RawQuery, State};
-use axum::http::{header, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::Response;
 use serde_json::{Map, Value};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
@@ -18,9 +18,14 @@ use std::sync::Arc;
 const DEFAULT_LIMIT: usize = 50;
 const MAX_LIMIT: usize = 100;
 
-/// A JSON answer from an already-serialized body.
-pub(crate) fn json(status: StatusCode, body: String) -> Response {
-    (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
+/// A JSON answer from an already-serialized body (the body is moved, not copied).
+pub(crate) fn json(status: StatusCode, body: impl Into<Body>) -> Response {
+    let mut response = Response::new(body.into());
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
 }
 
 /// `{"detail": text}` with `status`.
@@ -42,14 +47,8 @@ fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
 
-fn call_json(status: StatusCode, call: &store::Call) -> Response {
-    let mut body = String::with_capacity(320);
-    call.write_json(&mut body);
-    json(status, body)
-}
-
 pub(crate) async fn health() -> Response {
-    json(StatusCode::OK, r#"{"status":"ok"}"#.to_string())
+    json(StatusCode::OK, r#"{"status":"ok"}"#)
 }
 
 pub(crate) async fn create_call(State(sim): State<Arc<Sim>>, body: Bytes) -> Response {
@@ -57,15 +56,15 @@ pub(crate) async fn create_call(State(sim): State<Arc<Sim>>, body: Bytes) -> Res
         Ok(new) => new,
         Err(why) => return refuse(&sim, StatusCode::UNPROCESSABLE_ENTITY, why),
     };
-    let call = sim.store.create(new, now_ms());
+    let (_, body) = sim.store.create(new, now_ms());
     sim.stats.calls_created.fetch_add(1, Relaxed);
     sim.leak.leak(&sim.stats);
-    call_json(StatusCode::CREATED, &call)
+    json(StatusCode::CREATED, body)
 }
 
 pub(crate) async fn get_call(State(sim): State<Arc<Sim>>, Path(id): Path<String>) -> Response {
     match store::parse_id(&id).and_then(|id| sim.store.get(id)) {
-        Some(call) => call_json(StatusCode::OK, &call),
+        Some(body) => json(StatusCode::OK, body),
         None => not_found(),
     }
 }
@@ -80,7 +79,7 @@ pub(crate) async fn update_call(
         Err(why) => return refuse(&sim, StatusCode::UNPROCESSABLE_ENTITY, why),
     };
     match store::parse_id(&id).and_then(|id| sim.store.update(id, status, duration, now_ms())) {
-        Some(call) => call_json(StatusCode::OK, &call),
+        Some(body) => json(StatusCode::OK, body),
         None => not_found(),
     }
 }
@@ -90,17 +89,7 @@ pub(crate) async fn list_calls(State(sim): State<Arc<Sim>>, RawQuery(query): Raw
         Ok(q) => q,
         Err(why) => return refuse(&sim, StatusCode::UNPROCESSABLE_ENTITY, why),
     };
-    let calls = sim.store.list(filter, limit);
-    let mut body = String::with_capacity(2 + calls.len() * 320);
-    body.push('[');
-    for (i, call) in calls.iter().enumerate() {
-        if i > 0 {
-            body.push(',');
-        }
-        call.write_json(&mut body);
-    }
-    body.push(']');
-    json(StatusCode::OK, body)
+    json(StatusCode::OK, sim.store.list_json(filter, limit))
 }
 
 /// Validates a create body in the order a reader of the error would fix it.
