@@ -1154,7 +1154,7 @@ fn case_sim(bench: &mut Bench) -> Result<(Vec<Row>, Value)> {
         let proc = spawn(
             wrk_command(bench, &format!("http://{addr}/"), None, 3600),
             "wrk",
-            { std::fs::File::create(&log)? },
+            std::fs::File::create(&log)?,
         )?;
         signal(&proc, libc::SIGSTOP);
         let http = reqwest::blocking::Client::new();
