@@ -1419,7 +1419,7 @@ fn parse_wrk(text: &str) -> WrkOut {
 
 fn wrk_command(bench: &Bench, url: &str, script: Option<&Path>, secs: u64) -> Command {
     let mut cmd = bench.pinned(bench.gen_core(), Path::new("wrk"));
-    cmd.args(["-t1", "-c64", &format!("-d{secs}s")]);
+    cmd.args(["-t1", "-c64", "--timeout", "60s", &format!("-d{secs}s")]);
     if let Some(s) = script {
         cmd.arg("-s").arg(s);
     }
@@ -1482,7 +1482,7 @@ fn case_streams(bench: &mut Bench) -> Result<(Vec<Row>, Value)> {
     let steps = if bench.quick {
         "1000,2000"
     } else {
-        "1000,2000,2500,3000,5000"
+        "1000,1500,2000,2500,5000"
     };
     let hold = if bench.quick { 5 } else { bench.secs.min(20) };
     let (mut largest, mut us_frame, mut estimate, mut kib, mut kernel) =
@@ -2049,7 +2049,7 @@ fn case_memory(bench: &mut Bench) -> Result<(Vec<Row>, Value)> {
     }
 
     // A shortened soak: the soak profile's mix, the generator's RSS slope.
-    let soak_secs = if bench.quick { 30 } else { 180 };
+    let soak_secs = if bench.quick { 30 } else { 240 };
     let (mut slope, mut growth, mut own_slope) = (Vec::new(), Vec::new(), Vec::new());
     let mut runs = Vec::new();
     for rep in 0..bench.reps.min(if bench.quick { 1 } else { 2 }) {
