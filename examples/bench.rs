@@ -909,10 +909,25 @@ fn rotate(bench: &Bench, members: Vec<Member>) -> Result<Vec<Rotated>> {
         signal(&m.proc, libc::SIGCONT);
         signal(&m.proc, libc::SIGINT);
     }
-    for m in members {
-        let name = m.name.clone();
-        if let Err(e) = m.proc.wait(Duration::from_secs(90)) {
-            println!("  ({name}: {e:#})");
+    for mut m in members {
+        // A process may miss a signal that raced its SIGCONT: ask again before giving up.
+        let mut ended = false;
+        for _ in 0..3 {
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = m.proc.child.try_wait() {
+                    ended = true;
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            if ended {
+                break;
+            }
+            signal(&m.proc, libc::SIGINT);
+        }
+        if !ended {
+            println!("  ({} did not stop on SIGINT; terminated)", m.name);
         }
     }
     result?;
@@ -1407,7 +1422,7 @@ fn parse_wrk(text: &str) -> WrkOut {
         .collect();
     WrkOut {
         requests: requests as u64,
-        bytes_per_response: if requests > 0.0 { read / requests } else { 0.0 },
+        bytes_per_response: if requests > 0.0 { read / requests } else { f64::NAN },
         errors: if errors.is_empty() {
             "no errors".into()
         } else {
