@@ -9,9 +9,10 @@
 //!
 //! Every option is Goose's own, plus `--path P` (repeatable; default `/api/v1/health`): with
 //! several, each user walks through them in turn, one per transaction, so a path mix can match
-//! the bytes another test reads. Each user has its own HTTP client with a cookie store, Goose's
-//! default; `--shared-client` shares one client without cookies among all users, as
-//! phone-agent-load does.
+//! the bytes another test reads. Each user has its own HTTP client, Goose's default;
+//! `--shared-client` shares one client among all users, as phone-agent-load does. Neither keeps
+//! cookies: the crate turns off Goose's `cookies` feature (reqwest's cookie layer parses every
+//! request's URL once more), and Cargo builds one Goose for the crate and its examples.
 
 use goose::prelude::*;
 use std::sync::OnceLock;

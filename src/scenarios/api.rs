@@ -41,6 +41,7 @@ use goose::goose::GooseResponse;
 use goose::metrics::GooseRequestMetric;
 use goose::prelude::*;
 use rand::Rng;
+use reqwest::Method;
 use std::borrow::Cow;
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -214,8 +215,7 @@ async fn high_load_task(user: &mut GooseUser) -> TransactionResult {
 
 /// `POST /api/v1/calls`; a 201 keeps the new call's id for later updates and reads.
 async fn create_call(user: &mut GooseUser, body: String) -> TransactionResult {
-    let builder = user
-        .get_request_builder(&GooseMethod::Post, CALLS_PATH)?
+    let builder = request_to(user, Method::POST, CALLS_PATH)
         .header("content-type", "application/json")
         .body(body);
     let request = GooseRequest::builder()
@@ -249,8 +249,7 @@ async fn create_call(user: &mut GooseUser, body: String) -> TransactionResult {
 
 /// `PATCH /api/v1/calls/{id}` of a call this user created (which the server may have forgotten).
 async fn update_call(user: &mut GooseUser, path: &str, body: String) -> TransactionResult {
-    let builder = user
-        .get_request_builder(&GooseMethod::Patch, path)?
+    let builder = request_to(user, Method::PATCH, path)
         .header("content-type", "application/json")
         .body(body);
     let request = GooseRequest::builder()
@@ -283,9 +282,27 @@ fn created_id(body: &[u8]) -> Result<String, &'static str> {
 
 /// A `GET` of a JSON endpoint named `name`, judged against `passes`.
 async fn get(user: &mut GooseUser, path: &str, name: &str, passes: &[u16]) -> TransactionResult {
-    let request = GooseRequest::builder().path(path).name(name).build();
+    let request = GooseRequest::builder()
+        .name(name)
+        .set_request_builder(request_to(user, Method::GET, path))
+        .build();
     let goose = user.request(request).await?;
     judge(user, goose, passes, Expect::Json).await
+}
+
+/// A request to `path` (absolute, with any query) on the user's host. Goose's own builder joins
+/// the path to the host as text and reqwest parses that text again: two whole-URL parses per
+/// request, a ninth of the generator's instructions in the API case (README "Performance").
+/// Setting the path and query of the parsed host costs a fraction of one.
+pub(super) fn request_to(user: &GooseUser, method: Method, path: &str) -> reqwest::RequestBuilder {
+    let mut url = user.base_url.clone();
+    let (path, query) = match path.split_once('?') {
+        Some((path, query)) => (path, Some(query)),
+        None => (path, None),
+    };
+    url.set_path(path);
+    url.set_query(query);
+    user.client.request(method, url)
 }
 
 /// Reads a response to the end (at most [`MAX_BODY`] of it; a whole body lets its connection

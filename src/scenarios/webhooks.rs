@@ -6,11 +6,12 @@
 //! traffic, which is no failure of the load test. Any content type passes (Twilio takes TwiML
 //! under several), but the body must arrive whole and within the API's size cap.
 
-use super::api::{judge, with_wait, Expect};
+use super::api::{judge, request_to, with_wait, Expect};
 use super::data::{self, weighted_choice, Sid, TwilioCall};
 use super::Shared;
 use goose::prelude::*;
 use rand::Rng;
+use reqwest::Method;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -80,8 +81,7 @@ fn draw_webhook(user: &mut GooseUser) -> (&'static str, String) {
 
 async fn webhook_task(user: &mut GooseUser) -> TransactionResult {
     let (path, form) = draw_webhook(user);
-    let builder = user
-        .get_request_builder(&GooseMethod::Post, path)?
+    let builder = request_to(user, Method::POST, path)
         .header("content-type", "application/x-www-form-urlencoded")
         .body(form);
     let request = GooseRequest::builder()
