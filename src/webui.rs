@@ -176,10 +176,13 @@ async fn watch(ui: WebUi, session: Option<SessionRuns>, worst: Arc<AtomicI32>, r
         .build()
         .expect("a plain HTTP client");
     let mut was_running = false;
+    // An autostarted run has happened: seen running, or the page's figures say so (a short run
+    // on a loaded machine can begin and end between two polls).
+    let mut autostart_ran = false;
     let mut current: Option<(MemorySampler, chrono::DateTime<chrono::Utc>, SystemTime)> = None;
     loop {
         tokio::time::sleep(Duration::from_millis(250)).await;
-        let Some(phase) = phase(&ui, &client).await else {
+        let Some(Snapshot { phase, users_seen }) = snapshot(&ui, &client).await else {
             continue;
         };
         let running = is_running(&phase);
@@ -195,9 +198,14 @@ async fn watch(ui: WebUi, session: Option<SessionRuns>, worst: Arc<AtomicI32>, r
                 let n = runs.fetch_add(1, Ordering::SeqCst) + 1;
                 let code = conclude_page_run(&ui, s, sampler, started, since, n).await;
                 worst.fetch_max(code, Ordering::SeqCst);
-            } else if ui.autostart && phase == "idle" {
+            }
+        }
+        if ui.autostart {
+            autostart_ran |= running || users_seen;
+            if autostart_ran && phase == "idle" {
                 // Goose stays up for an open tab after an autostarted run; we have our own
                 // summary and results to write, so end the session as a headless run would.
+                // Asked again at every poll until it goes: one request can be lost to a timeout.
                 let _ = ui
                     .request(client.post(ui.api("/api/v1/control/quit")))
                     .header("content-type", "application/json")
@@ -210,15 +218,30 @@ async fn watch(ui: WebUi, session: Option<SessionRuns>, worst: Arc<AtomicI32>, r
     }
 }
 
-/// The dashboard's phase: idle, increase, maintain, decrease or shutdown.
-async fn phase(ui: &WebUi, client: &reqwest::Client) -> Option<String> {
+/// What the watcher reads of the dashboard's snapshot.
+struct Snapshot {
+    /// idle, increase, maintain, decrease or shutdown.
+    phase: String,
+    /// Whether any user has run (the run's maximum so far is above zero).
+    users_seen: bool,
+}
+
+/// The dashboard's phase and whether a run has had users.
+async fn snapshot(ui: &WebUi, client: &reqwest::Client) -> Option<Snapshot> {
     let resp = ui
         .request(client.get(ui.api("/api/v1/snapshot")))
         .send()
         .await
         .ok()?;
     let json: serde_json::Value = resp.json().await.ok()?;
-    json.get("phase")?.as_str().map(str::to_string)
+    Some(Snapshot {
+        phase: json.get("phase")?.as_str()?.to_string(),
+        users_seen: json
+            .get("maximum_users")
+            .and_then(serde_json::Value::as_u64)
+            .unwrap_or(0)
+            > 0,
+    })
 }
 
 /// One run started from the page: its Goose metrics come from the report Goose saved for it.
