@@ -115,6 +115,16 @@ impl MemoryReport {
 pub const MIN_FIT_SPAN_S: f64 = 3.0;
 
 impl MemorySeries {
+    /// The hour's projection in words: "+12 MB in one hour", or "not growing" for a flat or
+    /// falling slope (memory handed back after a peak does not fall for an hour).
+    pub fn projection(&self) -> String {
+        if self.projected_growth_1h_mb >= 0.5 {
+            format!("{:+.0} MB in one hour", self.projected_growth_1h_mb)
+        } else {
+            "not growing".to_string()
+        }
+    }
+
     /// Summarises samples; None without any.
     pub fn from_samples(source: String, samples: Vec<[f64; 2]>, ramp_done_s: Option<f64>) -> Option<Self> {
         let last = *samples.last()?;
@@ -431,6 +441,18 @@ pub fn parse_prometheus_rss(text: &str) -> Option<f64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_rising_slope_is_projected_over_an_hour() {
+        let rising: Vec<[f64; 2]> = (0..60).map(|i| [i as f64, 20.0 + 0.01 * i as f64]).collect();
+        let s = MemorySeries::from_samples("x".into(), rising, Some(0.0)).unwrap();
+        assert_eq!(s.projection(), "+36 MB in one hour");
+        // A peak handed back: the fitted slope falls, and an hour of it would be nonsense.
+        let falling: Vec<[f64; 2]> = (0..60).map(|i| [i as f64, 40.0 - 0.04 * i as f64]).collect();
+        let s = MemorySeries::from_samples("x".into(), falling, Some(0.0)).unwrap();
+        assert!(s.projected_growth_1h_mb < -100.0, "{}", s.projected_growth_1h_mb);
+        assert_eq!(s.projection(), "not growing");
+    }
 
     #[test]
     fn prometheus_text_is_read_with_and_without_labels() {

@@ -154,7 +154,7 @@ fn memory_chart(r: &Results) -> Result<String> {
         let _ = writeln!(
             text,
             "<p>{name} ({}): initial {:.1} MB, peak {:.1}, final {:.1}, growth {:+.1} MB; slope {:+.2} MB/min \
-             (R² {:.2}), {:+.0} MB per hour at this rate.</p>",
+             (R² {:.2}): {} at this rate.</p>",
             esc(&s.source),
             s.initial_mb,
             s.peak_mb,
@@ -162,7 +162,7 @@ fn memory_chart(r: &Results) -> Result<String> {
             s.growth_mb,
             s.slope_mb_per_min,
             s.r2,
-            s.projected_growth_1h_mb
+            s.projection()
         );
     }
     let chart = svg(|root| {

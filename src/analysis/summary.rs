@@ -220,8 +220,10 @@ fn series_line(o: &mut String, who: &str, s: &MemorySeries) {
     );
     let _ = writeln!(
         o,
-        "    slope {:+.2} MB/min (R² {:.2}) over the post-ramp window -> {:+.0} MB in one hour",
-        s.slope_mb_per_min, s.r2, s.projected_growth_1h_mb
+        "    slope {:+.2} MB/min (R² {:.2}) over the post-ramp window -> {}",
+        s.slope_mb_per_min,
+        s.r2,
+        s.projection()
     );
 }
 

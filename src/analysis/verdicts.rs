@@ -265,10 +265,10 @@ pub fn standard_verdicts(r: &Results, t: &Thresholds) -> Vec<Verdict> {
                     Some("memory"),
                 )
                 .with_detail(format!(
-                    "slope {} MB/min (R² {:.2}), {} MB per hour",
+                    "slope {} MB/min (R² {:.2}), {}",
                     fmt_value(m.slope_mb_per_min),
                     m.r2,
-                    fmt_value(m.projected_growth_1h_mb)
+                    m.projection()
                 ))
                 .recommend(
                     "memory grows: run the soak profile to see the slope; check for leaking connections",
