@@ -60,7 +60,23 @@ pub fn wait_bounded(child: Child, limit: Duration) -> std::process::Output {
         Ok(out) => out.expect("wait for phone-agent-load"),
         Err(_) => {
             unsafe { libc::kill(pid as i32, libc::SIGKILL) };
-            panic!("phone-agent-load did not finish within {limit:?}");
+            // What it printed before it was killed says where it hung.
+            let said = match rx.recv_timeout(Duration::from_secs(5)) {
+                Ok(Ok(out)) => {
+                    let tail = |b: &[u8]| {
+                        let t = String::from_utf8_lossy(b);
+                        let lines: Vec<&str> = t.lines().collect();
+                        lines[lines.len().saturating_sub(40)..].join("\n")
+                    };
+                    format!(
+                        "\n--- stdout (last 40 lines) ---\n{}\n--- stderr (last 40 lines) ---\n{}",
+                        tail(&out.stdout),
+                        tail(&out.stderr)
+                    )
+                }
+                _ => String::new(),
+            };
+            panic!("phone-agent-load (pid {pid}) did not finish within {limit:?}{said}");
         }
     }
 }
