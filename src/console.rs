@@ -213,6 +213,11 @@ impl Log for ConsoleLog {
     }
 
     fn log(&self, record: &Record) {
+        // Lock order: stdout first, then simplelog's own output lock. Goose prints its tables
+        // holding stdout and logs from inside them (a TRACE line mid-table); taking simplelog's
+        // lock first here, as simplelog does, deadlocked such a run under -vv. Stdout's lock is
+        // reentrant, so a line logged while this thread prints still goes through.
+        let _stdout = std::io::stdout().lock();
         if Self::per_request(record) {
             if record.level() == Level::Warn {
                 SWALLOWED.fetch_add(1, Relaxed);
