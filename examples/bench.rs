@@ -38,7 +38,10 @@
 //! `ai-mock`; and `prepare-mix`, which fills a running simulator and writes a wrk script of a
 //! mix, to profile the simulator by hand.
 
+mod bench_os;
+
 use anyhow::{bail, Context, Result};
+use bench_os::{pin, raise_fd_limit};
 use clap::{Parser, Subcommand, ValueEnum};
 use goose::prelude::*;
 use phone_agent_load::measure::{Histogram, Measurements};
@@ -2180,33 +2183,4 @@ fn fit_slope(points: &[(f64, f64)]) -> f64 {
     let sxy: f64 = points.iter().map(|p| (p.0 - mx) * (p.1 - my)).sum();
     let sxx: f64 = points.iter().map(|p| (p.0 - mx).powi(2)).sum();
     sxy / sxx
-}
-
-// ---------------------------------------------------------------------------------------------
-
-/// Restricts thread `tid` (0 = the calling thread) to `cores`.
-fn pin(tid: libc::pid_t, cores: &[usize]) -> std::result::Result<(), String> {
-    // SAFETY: a zeroed cpu_set_t is an empty set; CPU_SET writes within it for core < CPU_SETSIZE.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        for &c in cores {
-            libc::CPU_SET(c, &mut set);
-        }
-        if libc::sched_setaffinity(tid, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
-            return Err(format!("sched_setaffinity: {}", std::io::Error::last_os_error()));
-        }
-    }
-    Ok(())
-}
-
-/// Thousands of sockets: lift the soft open-files limit.
-fn raise_fd_limit() {
-    // SAFETY: getrlimit/setrlimit on a valid, initialised struct.
-    unsafe {
-        let mut lim: libc::rlimit = std::mem::zeroed();
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
-            lim.rlim_cur = lim.rlim_max;
-            let _ = libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
-        }
-    }
 }

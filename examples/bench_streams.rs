@@ -17,7 +17,10 @@
 //! 5,000 calls at 50 frames/s with >= 99 % of frames on time, lateness p99 <= 5 ms, < 64 KiB per
 //! call. Every step is bounded in time, and all traffic stays on 127.0.0.1.
 
+mod bench_os;
+
 use anyhow::{bail, Context, Result};
+use bench_os::{pin, raise_fd_limit};
 use clap::Parser;
 use goose::prelude::*;
 use phone_agent_load::measure::{Histogram, Measurements, StreamStats, LATE_FRAME_US};
@@ -448,33 +451,6 @@ impl Drop for Simulator {
 
 fn pin_current_thread(cores: &[usize]) -> Result<()> {
     pin(0, cores).map_err(|e| anyhow::anyhow!(e))
-}
-
-/// Restricts thread `tid` (0 = the calling thread) to `cores`; threads it starts inherit this.
-fn pin(tid: libc::pid_t, cores: &[usize]) -> std::result::Result<(), String> {
-    // SAFETY: a zeroed cpu_set_t is an empty set; CPU_SET writes within it for core < CPU_SETSIZE.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        for &c in cores {
-            libc::CPU_SET(c, &mut set);
-        }
-        if libc::sched_setaffinity(tid, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
-            return Err(format!("sched_setaffinity: {}", std::io::Error::last_os_error()));
-        }
-    }
-    Ok(())
-}
-
-/// One socket per call (and the simulator's, in process): lift the soft open-files limit.
-fn raise_fd_limit() {
-    // SAFETY: getrlimit/setrlimit on a valid, initialised struct.
-    unsafe {
-        let mut lim: libc::rlimit = std::mem::zeroed();
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
-            lim.rlim_cur = lim.rlim_max;
-            let _ = libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
-        }
-    }
 }
 
 /// CPU time (user + system) this process has used, all threads.
