@@ -299,10 +299,12 @@ fn a_few_requests_in_a_thousand_failing_500_is_no_critical_success_rate() {
 /// `json_rows_only`: only the JSON endpoints can tell (not the webhooks, whose body is any type).
 /// The load generator's peak RSS must stay under `max_peak_mib`.
 fn garbage_is_named(kind: &str, reason: &str, json_rows_only: bool, max_peak_mib: u64) {
+    const USERS: u64 = 8;
     let server = Server::start(&["--garbage-rate", "0.2", "--garbage-kind", kind]);
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("r.json");
-    let mut args = api_only("8");
+    let users = USERS.to_string();
+    let mut args = api_only(&users);
     args.push("-q");
     let run = run_against(&server.url, 3, &args, &out, no_hook);
     run.assert_clean_exit();
@@ -321,10 +323,12 @@ fn garbage_is_named(kind: &str, reason: &str, json_rows_only: bool, max_peak_mib
         errors.keys().all(|e| e.ends_with(&format!(": {reason}"))),
         "{kind}: {errors:?}"
     );
-    // (Goose may count a failure or two apart from its errors around its metrics reset.)
+    // Goose counts a failure in an atomic counter and its error in a batch sent later, and around
+    // its metrics reset and the end of the run a request can land in one and not the other (a CI
+    // run once saw 4 of 1,070 apart). A second error per request would be hundreds apart.
     let named = errors.values().sum::<u64>();
     assert!(
-        named.abs_diff(failures) <= 3,
+        named.abs_diff(failures) <= 2 * USERS,
         "{kind}: {failures} failed, {named} named: {errors:?}"
     );
     // About a fifth of the requests that can tell fail.
