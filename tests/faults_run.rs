@@ -254,15 +254,18 @@ fn ctrl_c_during_ramp_up_stops_the_ramp_and_writes_everything() {
 /// A shortened soak: 45 s of the quick profile's mix (18 users with their waits) against the
 /// simulator. The load generator's own memory must be flat after the ramp.
 ///
-/// The bound: the sampler reads RSS once a second to the page (4 KiB), so over ~40 samples the
-/// fitted slope resolves ~0.01 MB/min — the measurement is not what limits the bound. What a
-/// healthy run shows is warm-up (Goose's latency histograms and the allocator filling up,
-/// decelerating): ~0.4 MB/min in this window. The bound is the slope at which a one-hour soak
-/// would grow by the memory verdict's warning threshold (50 MB): 50/60 = 0.83 MB/min. A leak
-/// of one kilobyte per request at this run's ~50 requests a second (3 MB/min) fails it.
+/// What a healthy run shows is the allocator taking memory in steps of a megabyte or two, mostly
+/// in the first seconds, now and then later: runs of this test grew 0.2 to 1.7 MB over the 40 s
+/// window, flat between steps. One late step moved the least-squares line to 0.97 MB/min in a CI
+/// run whose memory was flat for its last 36 s, so the slope judged here is the median of the
+/// slopes between every two samples (Theil–Sen), which a step or two barely moves (0.1 to 1.0
+/// MB/min in those runs) and a steady leak does not escape. The bound, 2 MB/min, is what this
+/// short window can tell from allocator steps; a leak of one kilobyte per request at this run's
+/// ~50 requests a second (3 MB/min) fails it. The finer bound, 50 MB in an hour, is the memory
+/// verdict's over a real soak.
 #[test]
 fn shortened_soak_keeps_the_load_generators_memory_flat() {
-    const SLOPE_BOUND_MB_PER_MIN: f64 = 50.0 / 60.0;
+    const SLOPE_BOUND_MB_PER_MIN: f64 = 2.0;
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("soak.json");
     let run = common::run_in(
@@ -281,21 +284,30 @@ fn shortened_soak_keeps_the_load_generators_memory_flat() {
     assert_eq!(run.code, Some(0), "{}", run.all());
     let r = results(&out);
     let lg = &r["memory"]["load_generator"];
-    let slope = lg["slope_mb_per_min"].as_f64().unwrap();
-    let samples = lg["samples"].as_array().unwrap();
-    let window = samples
+    let least_squares = lg["slope_mb_per_min"].as_f64().unwrap();
+    let start = lg["window_start_s"].as_f64().unwrap();
+    let window: Vec<(f64, f64)> = lg["samples"]
+        .as_array()
+        .unwrap()
         .iter()
-        .filter(|s| s[0].as_f64().unwrap() >= lg["window_start_s"].as_f64().unwrap())
-        .count();
+        .map(|s| (s[0].as_f64().unwrap(), s[1].as_f64().unwrap()))
+        .filter(|s| s.0 >= start)
+        .collect();
+    let slope = median_pairwise_slope_mb_per_min(&window);
     eprintln!(
-        "soak: load generator slope {slope:.3} MB/min (R² {:.2}) over {window} of {} samples, \
-         growth {:.2} MB, {} API requests",
+        "soak: load generator slope {slope:.3} MB/min (median of pairs; least squares {least_squares:.3}, \
+         R² {:.2}) over {} of {} samples, growth {:.2} MB, {} API requests",
         lg["r2"].as_f64().unwrap_or(0.0),
-        samples.len(),
+        window.len(),
+        lg["samples"].as_array().unwrap().len(),
         lg["growth_mb"].as_f64().unwrap_or(0.0),
         r["api"]["requests"]
     );
-    assert!(window >= 30, "too few samples after the ramp: {window}\n{lg}");
+    assert!(
+        window.len() >= 30,
+        "too few samples after the ramp: {}\n{lg}",
+        window.len()
+    );
     assert!(
         slope < SLOPE_BOUND_MB_PER_MIN,
         "the load generator's memory grows {slope:.3} MB/min (bound {SLOPE_BOUND_MB_PER_MIN:.2})\n{lg}"
@@ -307,6 +319,23 @@ fn shortened_soak_keeps_the_load_generators_memory_flat() {
         .find(|v| v["metric"] == "load generator memory growth")
         .expect("a load generator memory verdict");
     assert_ne!(verdict["status"], "critical", "{verdict}");
+}
+
+/// The Theil–Sen slope of `(seconds, MB)` samples in MB per minute: the median of the slopes
+/// between every two samples.
+fn median_pairwise_slope_mb_per_min(samples: &[(f64, f64)]) -> f64 {
+    let mut slopes: Vec<f64> = samples
+        .iter()
+        .enumerate()
+        .flat_map(|(i, a)| samples[i + 1..].iter().map(move |b| (a, b)))
+        .filter(|(a, b)| b.0 > a.0)
+        .map(|(a, b)| (b.1 - a.1) / (b.0 - a.0) * 60.0)
+        .collect();
+    if slopes.is_empty() {
+        return 0.0;
+    }
+    slopes.sort_by(f64::total_cmp);
+    slopes[slopes.len() / 2]
 }
 
 /// Nothing listens off loopback unless asked, and the simulator, which has no authentication,
