@@ -101,6 +101,19 @@ pub fn take_tally() -> Tally {
     std::mem::take(&mut counts.run)
 }
 
+/// The whole run's failed requests by reason so far, leaving the count running (a gaggle worker
+/// reports them while it runs).
+pub fn peek_tally() -> Tally {
+    COUNTS.lock().unwrap_or_else(|e| e.into_inner()).run.clone()
+}
+
+/// Adds `from`'s counts to `into`'s.
+pub fn add_to(into: &mut Tally, from: Tally) {
+    for (reason, n) in from {
+        *into.entry(reason).or_default() += n;
+    }
+}
+
 /// Prints the failed requests by reason, most frequent first; nothing when none failed.
 pub fn print_table(tally: &Tally) {
     if let Some(table) = format_table(tally) {

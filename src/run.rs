@@ -64,7 +64,9 @@ pub fn conclude(
     fail_on: Status,
     hooks: &[Box<dyn PostRunHook>],
 ) -> i32 {
-    let failures = crate::console::take_tally();
+    // A run started from the web UI leaves its failures in the console's tally.
+    let mut failures = record.failures_by_reason.clone();
+    crate::console::add_to(&mut failures, crate::console::take_tally());
     crate::console::print_table(&failures);
     let mut results = analysis::analyse(record, hooks);
     results.failures_by_reason = failures;
@@ -276,6 +278,7 @@ async fn attack_session(
         goose: goose_metrics,
         measured: measurements.snapshot(),
         memory,
+        failures_by_reason: crate::console::take_tally(),
     };
     (record, page_runs)
 }

@@ -9,6 +9,7 @@ use goose::goose::GooseMethod;
 use goose::metrics::GooseRequestMetricTimingData;
 use phone_agent_load::analysis::results::RawData;
 use serde_json::Value;
+use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -168,7 +169,9 @@ const LIMIT: Duration = Duration::from_secs(45);
 
 #[test]
 fn manager_and_two_workers_merge_exactly_and_merge_agrees() {
-    let server = Server::start(&[]);
+    // A fifth of the API answers fail, so the failures by reason have something to add up (and
+    // the merged verdict is critical).
+    let server = Server::start(&["--error-rate", "0.2"]);
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let manager = Proc::start(
@@ -205,7 +208,11 @@ fn manager_and_two_workers_merge_exactly_and_merge_agrees() {
         })
         .collect();
     let (code, out) = manager.finish(LIMIT);
-    assert_eq!(code, Some(0), "{out}");
+    assert_eq!(
+        code,
+        Some(2),
+        "a fifth of the requests failing is critical\n{out}"
+    );
     for w in workers {
         let (code, out) = w.finish(Duration::from_secs(10));
         assert_eq!(code, Some(0), "{out}");
@@ -246,6 +253,27 @@ fn manager_and_two_workers_merge_exactly_and_merge_agrees() {
         "quick without media streams: 10 API users and 3 AI calls"
     );
 
+    // Failures by reason add up too, and the manager's console table shows them.
+    let mut by_reason: BTreeMap<String, u64> = BTreeMap::new();
+    for w in &ws {
+        for (reason, n) in w["failures_by_reason"].as_object().unwrap() {
+            *by_reason.entry(reason.clone()).or_default() += n.as_u64().unwrap();
+        }
+    }
+    assert_eq!(
+        by_reason.keys().collect::<Vec<_>>(),
+        ["Unexpected status 500"],
+        "{by_reason:?}"
+    );
+    assert_eq!(m["failures_by_reason"], serde_json::to_value(&by_reason).unwrap());
+    let failed: u64 = ws.iter().map(|w| w["api"]["failures"].as_u64().unwrap()).sum();
+    assert!(
+        failed > 0 && by_reason["Unexpected status 500"] >= failed,
+        "{by_reason:?} vs {failed}"
+    );
+    let table = out.split("Failed requests by reason").nth(1).unwrap_or_default();
+    assert!(table.contains("Unexpected status 500"), "{out}");
+
     // Percentiles are those of the union of the workers' histograms (and samples).
     let raws: Vec<RawData> = ws.iter().map(raw).collect();
     let all = union_of_http_rows(&raws);
@@ -277,7 +305,7 @@ fn manager_and_two_workers_merge_exactly_and_merge_agrees() {
         &[],
     )
     .finish(Duration::from_secs(20));
-    assert_eq!(code, Some(0), "{out}");
+    assert_eq!(code, Some(2), "the same critical verdict\n{out}");
     let mm = results(&dir.path().join("mm.json"));
     for key in [
         "api",
@@ -288,6 +316,7 @@ fn manager_and_two_workers_merge_exactly_and_merge_agrees() {
         "interrupted",
         "timestamp",
         "duration_s",
+        "failures_by_reason",
     ] {
         assert_eq!(
             m[key], mm[key],

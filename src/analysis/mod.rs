@@ -37,6 +37,9 @@ pub struct RunRecord {
     /// Streams and AI turns.
     pub measured: crate::measure::Snapshot,
     pub memory: memory::MemoryReport,
+    /// Failed requests by reason, as the console counted them (with the root cause Goose's
+    /// errors leave out); a gaggle's are its workers' added up.
+    pub failures_by_reason: BTreeMap<String, u64>,
 }
 
 impl RunRecord {
@@ -52,6 +55,7 @@ impl RunRecord {
             goose: None,
             measured: Default::default(),
             memory: Default::default(),
+            failures_by_reason: Default::default(),
         }
     }
 }

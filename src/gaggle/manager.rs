@@ -500,6 +500,7 @@ fn lost_data(w: &Worker, why: &str, prepared: &Prepared, go: chrono::DateTime<ch
             goose: p.goose,
             measured: p.measured,
         },
+        failures_by_reason: p.failures_by_reason,
     }
 }
 

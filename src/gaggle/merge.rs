@@ -34,6 +34,9 @@ pub struct RunData {
     pub interrupt_reason: Option<String>,
     pub memory: MemoryReport,
     pub raw: RawData,
+    /// Failed requests by reason (absent from the results files of versions before it).
+    #[serde(default)]
+    pub failures_by_reason: BTreeMap<String, u64>,
 }
 
 impl RunData {
@@ -46,6 +49,7 @@ impl RunData {
             interrupt_reason: r.interrupt_reason.clone(),
             memory: r.memory.clone(),
             raw: RawData::of(r),
+            failures_by_reason: r.failures_by_reason.clone(),
         }
     }
 
@@ -66,6 +70,7 @@ impl RunData {
             interrupt_reason: r.interrupt_reason,
             memory: r.memory.report,
             raw,
+            failures_by_reason: r.failures_by_reason,
         })
     }
 }
@@ -139,6 +144,10 @@ pub fn merge_parts(parts: &[Part]) -> Result<(RunRecord, Vec<WorkerResult>)> {
         goose: (!goose_parts.is_empty()).then(|| merge_goose(&goose_parts).to_metrics()),
         measured,
         memory: merge_memory(parts),
+        failures_by_reason: parts.iter().fold(BTreeMap::new(), |mut all, p| {
+            crate::console::add_to(&mut all, p.data.failures_by_reason.clone());
+            all
+        }),
     };
     Ok((record, parts.iter().map(worker_result).collect()))
 }
@@ -475,10 +484,14 @@ mod tests {
             elapsed_s: 1.5,
             goose: Some(r.clone()),
             measured: Snapshot::default(),
+            failures_by_reason: [("timeout".to_string(), 3)].into(),
         }));
         let text = serde_json::to_string(&msg).unwrap();
         match serde_json::from_str(&text).unwrap() {
-            super::super::protocol::ToManager::Progress(p) => assert_eq!(p.goose, Some(r)),
+            super::super::protocol::ToManager::Progress(p) => {
+                assert_eq!(p.goose, Some(r));
+                assert_eq!(p.failures_by_reason["timeout"], 3);
+            }
             other => panic!("{other:?}"),
         }
     }

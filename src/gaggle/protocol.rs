@@ -19,6 +19,7 @@ use goose::config::{GooseConfiguration, Scenarios};
 use goose::metrics::GooseCoordinatedOmissionMitigation;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -191,6 +192,9 @@ pub struct Progress {
     /// Goose's metrics so far (None until its controller answers).
     pub goose: Option<RawGoose>,
     pub measured: Snapshot,
+    /// Failed requests by reason so far.
+    #[serde(default)]
+    pub failures_by_reason: BTreeMap<String, u64>,
 }
 
 /// Worker -> manager. Externally tagged (`{"progress": {...}}`): serde's internally tagged enums

@@ -307,6 +307,7 @@ async fn accompany(
                     elapsed_s: started.elapsed().as_secs_f64(),
                     goose,
                     measured: measurements.snapshot(),
+                    failures_by_reason: crate::console::peek_tally(),
                 })));
             }
             ev = events.recv(), if lost.is_none() => match ev.map(|e| e.msg) {
