@@ -96,6 +96,11 @@ pub struct LoadOptions {
     /// Switch the scenarios' wait times off (benchmarks, breaking-point searches)
     #[arg(long)]
     pub no_wait: bool,
+    /// How long an AI turn may take, from the end of the caller's speech to the end of the
+    /// agent's answer, before it fails as "no answer within 15s" (stream mode; the call goes on).
+    /// Seconds, or a span such as 1m
+    #[arg(long, value_name = "SPAN", default_value = "15", value_parser = turn_timeout)]
+    pub turn_timeout: u64,
     /// Whether Goose's `--test-plan` was given (Goose keeps the plan itself private).
     #[arg(skip)]
     pub test_plan_given: bool,
@@ -141,6 +146,24 @@ fn test_plan(value: &str) -> Result<goose::test_plan::TestPlan, String> {
         return Err(format!("the plan starts no user; {EXPECTED}"));
     }
     value.parse().map_err(|e: goose::GooseError| e.to_string())
+}
+
+/// `--turn-timeout`: a time span from 1 s to 10 min, in seconds.
+fn turn_timeout(value: &str) -> Result<u64, String> {
+    let seconds = goose::util::parse_timespan(value.trim())
+        .filter(|_| {
+            value
+                .trim()
+                .bytes()
+                .all(|b| b.is_ascii_digit() || b"hmsHMS".contains(&b))
+        })
+        .ok_or_else(|| {
+            format!("'{value}' is not a time span: expected seconds or a span such as 30s or 1m")
+        })?;
+    if !(1..=600).contains(&seconds) {
+        return Err(format!("{seconds} s is out of range: expected 1 s to 10 minutes"));
+    }
+    Ok(seconds as u64)
 }
 
 /// Parses a command line (program name first).

@@ -71,6 +71,17 @@ pub struct RunPlan {
     pub no_wait: bool,
     pub media_stream_duration: Duration,
     pub ai_call_duration: Duration,
+    /// `--turn-timeout`: how long after the caller stops speaking an AI turn may take to be
+    /// answered (to the agent's `mark`) before it fails.
+    #[serde(default = "default_turn_timeout")]
+    pub turn_timeout: Duration,
+}
+
+/// The turn timeout unless `--turn-timeout` says otherwise.
+pub const DEFAULT_TURN_TIMEOUT: Duration = Duration::from_secs(15);
+
+fn default_turn_timeout() -> Duration {
+    DEFAULT_TURN_TIMEOUT
 }
 
 impl RunPlan {
@@ -135,6 +146,7 @@ impl RunPlan {
         Ok(RunPlan {
             media_stream_duration: profile.media_stream_duration,
             ai_call_duration: profile.ai_call_duration,
+            turn_timeout: DEFAULT_TURN_TIMEOUT,
             profile,
             users,
             skips: o.skips,
@@ -146,7 +158,8 @@ impl RunPlan {
 
 impl RunPlan {
     /// The plan the command line asks for: `--profile`, scaled by `--users` (Goose's option, so
-    /// passed apart), with `--ws-connections`, `--ai-calls`, the skips, `--ai-mode` and `--no-wait`.
+    /// passed apart), with `--ws-connections`, `--ai-calls`, the skips, `--ai-mode`, `--no-wait` and
+    /// `--turn-timeout`.
     pub fn from_options(load: &crate::cli::LoadOptions, users: Option<usize>) -> Result<RunPlan> {
         let overrides = Overrides {
             users,
@@ -158,12 +171,14 @@ impl RunPlan {
                 ai: load.skip_ai,
             },
         };
-        RunPlan::new(
+        let mut plan = RunPlan::new(
             Profile::load(&load.profile)?,
             &overrides,
             load.ai_mode,
             load.no_wait,
-        )
+        )?;
+        plan.turn_timeout = Duration::from_secs(load.turn_timeout);
+        Ok(plan)
     }
 }
 

@@ -76,6 +76,8 @@ const CASES: &[Case] = &[
     case(&["--decrease-time", "soon"], &["--decrease-time soon", "such as 90"]),
     case(&["--threshold", "p95<1s", "--threshold-abort-delay", "later"], &["--threshold-abort-delay later"]),
     case(&["--timeout", "abc"], &["--timeout abc", "number"]),
+    case(&["--turn-timeout", "0"], &["--turn-timeout", "out of range", "1 s to 10 minutes"]),
+    case(&["--turn-timeout", "soon"], &["--turn-timeout", "'soon'", "such as 30s"]),
     case(&["--manager", "--expect-workers", "1", "--gaggle-timeout", "0"], &["--gaggle-timeout 0", "such as 30s"]),
     case(&["--worker", "--gaggle-timeout", "whenever"], &["--gaggle-timeout whenever", "such as 30s"]),
     // Rates.

@@ -10,7 +10,7 @@
 //! | `--drop-rate 1` | `closed by server mid-call` |
 //! | `--ws-garbage-rate 1` | `protocol error: not JSON` / `no 'event' name` / `unknown event 'transcript'` / `media payload is not base64` / `unexpected binary frame` |
 //! | `--ws-oversized-rate 1` | `protocol error: message too large (over 1 MiB)`, and the load generator's peak RSS stays flat |
-//! | `--ai-mute-rate 1` | the AI turn fails `no answer within 15s`, and the call goes on to its next turn |
+//! | `--ai-mute-rate 1` | the AI turn fails `no answer within 5s` (`--turn-timeout 5`), and the call goes on to its next turn |
 
 mod common;
 
@@ -357,7 +357,7 @@ fn write_tone(path: &Path) {
     w.finalize().unwrap();
 }
 
-/// The one slow case: an unanswered turn takes the whole turn timeout (15 s) to fail.
+/// An unanswered turn takes the whole turn timeout (`--turn-timeout 5` here) to fail.
 #[test]
 fn unanswered_ai_turns_fail_after_the_timeout_and_the_call_goes_on() {
     let server = Server::start(&["--ai-mute-rate", "1"]);
@@ -366,18 +366,20 @@ fn unanswered_ai_turns_fail_after_the_timeout_and_the_call_goes_on() {
     std::fs::create_dir(&audio).unwrap();
     write_tone(&audio.join("hallo.wav"));
     let out = dir.path().join("r.json");
-    // No pause before a turn: speak 0.6 s at once, wait 15 s in vain, speak again; the run ends
-    // (at 18 s) while the second turn waits, which is not counted.
+    // No pause before a turn: speak 0.6 s at once, wait 5 s in vain, speak again; the run ends
+    // (at 8 s) while the second turn waits, which is not counted.
     let args = [
         "--skip-api",
         "--skip-ws",
         "--ai-calls",
         "2",
         "--no-wait",
+        "--turn-timeout",
+        "5",
         "--audio-dir",
         audio.to_str().unwrap(),
     ];
-    let run = run_against(&server.url, 18, &args, &out, GRACE);
+    let run = run_against(&server.url, 8, &args, &out, GRACE);
     run.assert_clean_exit();
     let r = results(&out);
     let ai = &r["ai_pipeline"];
@@ -385,7 +387,7 @@ fn unanswered_ai_turns_fail_after_the_timeout_and_the_call_goes_on() {
     assert_eq!(u(&ai["successful_turns"]), 0, "{ai}");
     assert_eq!(
         ai["errors"],
-        serde_json::json!({"no answer within 15s": 2}),
+        serde_json::json!({"no answer within 5s": 2}),
         "{ai}"
     );
     assert_eq!(ai["success"], false, "the CI check fails: {ai}");
@@ -407,12 +409,9 @@ fn unanswered_ai_turns_fail_after_the_timeout_and_the_call_goes_on() {
     assert!(u(&streams["utterances"]) >= 3, "{streams}");
     assert_eq!(u(&streams["answers"]), 0, "{streams}");
     let table = run.failed_by_reason();
-    assert_eq!(table.get("AI turn: no answer within 15s"), Some(&2), "{table:?}");
+    assert_eq!(table.get("AI turn: no answer within 5s"), Some(&2), "{table:?}");
     // The calls themselves did not fail.
     assert!(!table.keys().any(|k| k.starts_with("WS AI call")), "{table:?}");
-    assert!(run.elapsed < Duration::from_secs(18 + 10), "{:?}", run.elapsed);
-    eprintln!(
-        "mute: {} in an 18 s run that took {:?}",
-        ai["errors"], run.elapsed
-    );
+    assert!(run.elapsed < Duration::from_secs(8 + 10), "{:?}", run.elapsed);
+    eprintln!("mute: {} in an 8 s run that took {:?}", ai["errors"], run.elapsed);
 }

@@ -6,9 +6,9 @@
 //!   (end of the utterance to the agent's first `media` frame) and turn time (to the last frame
 //!   before the agent's `mark`). RTF = turn time / utterance duration. Once the answer has
 //!   played (its mark echoed), a pause of U(0.5, 1.5) s and the next turn, until the call's
-//!   duration; then `stop`. A turn unanswered within [`TURN_TIMEOUT`] (15 s after the caller
-//!   stopped speaking) fails as "no answer within 15s" ("answer not finished within 15s" when
-//!   audio came but no `mark`), and the call goes on: the usual pause, then the next turn, the
+//!   duration; then `stop`. A turn unanswered within `--turn-timeout` (15 s after the caller
+//!   stopped speaking unless set) fails as "no answer within 15s" ("answer not finished within
+//!   15s" when audio came but no `mark`), and the call goes on: the usual pause, then the next turn, the
 //!   call still ending at its duration. A turn cut short by the call failing fails with the
 //!   call's reason; one cut short by the run ending is not counted.
 //! - **mock**: the original suite's in-process `MockAudioProcessor`, no server at all: the
@@ -33,9 +33,6 @@ use tokio::time::Instant;
 
 /// The scenario's name, as registered with Goose.
 pub const SCENARIO: &str = "AI call";
-/// A turn whose answer has not ended (with the agent's `mark`) this long after the caller
-/// stopped speaking fails, and the call goes on with the next turn.
-pub const TURN_TIMEOUT: Duration = Duration::from_secs(15);
 /// The method label of AI rows in Goose's reports.
 pub const AI: &str = "AI";
 
@@ -91,6 +88,9 @@ struct Conversation {
     measurements: Arc<Measurements>,
     duration: Duration,
     no_wait: bool,
+    /// A turn whose answer has not ended (with the agent's `mark`) this long after the caller
+    /// stopped speaking fails, and the call goes on with the next turn.
+    turn_timeout: Duration,
     /// When the call should end (no turn starts that would not finish by then).
     ends: Option<Instant>,
     phase: Phase,
@@ -219,7 +219,7 @@ impl Script for Conversation {
     }
 
     fn poll(&mut self, now: Instant) -> Flow {
-        if self.ends.is_some_and(|e| now >= e + TURN_TIMEOUT) {
+        if self.ends.is_some_and(|e| now >= e + self.turn_timeout) {
             // Past the call's end with an answer still playing: enough.
             self.phase = Phase::Done;
         }
@@ -228,13 +228,13 @@ impl Script for Conversation {
             Phase::Pausing { until } if now >= until => self.next_turn(now),
             Phase::Waiting {
                 utt, ended, first, ..
-            } if now >= ended + TURN_TIMEOUT => {
+            } if now >= ended + self.turn_timeout => {
                 let what = if first.is_some() {
                     "answer not finished"
                 } else {
                     "no answer"
                 };
-                let reason = format!("{what} within {}s", TURN_TIMEOUT.as_secs());
+                let reason = format!("{what} within {}s", self.turn_timeout.as_secs());
                 self.turn_failed(now, utt, ended, &reason);
                 self.phase = Phase::Pausing {
                     until: now + pause(self.no_wait),
@@ -246,10 +246,10 @@ impl Script for Conversation {
     }
 
     fn deadline(&self) -> Option<Instant> {
-        let hard_stop = self.ends.map(|e| e + TURN_TIMEOUT);
+        let hard_stop = self.ends.map(|e| e + self.turn_timeout);
         let phase = match self.phase {
             Phase::Pausing { until } => Some(until),
-            Phase::Waiting { ended, .. } => Some(ended + TURN_TIMEOUT),
+            Phase::Waiting { ended, .. } => Some(ended + self.turn_timeout),
             _ => None,
         };
         phase.into_iter().chain(hard_stop).min()
@@ -284,6 +284,7 @@ fn new_conversation(shared: &Shared) -> Line<Conversation> {
         measurements: shared.measurements.clone(),
         duration: shared.plan.ai_call_duration,
         no_wait: shared.plan.no_wait,
+        turn_timeout: shared.plan.turn_timeout,
         ends: None,
         phase: Phase::Idle,
         stats: AiStats::default(),
@@ -520,6 +521,8 @@ pub fn ai_call(shared: &Arc<Shared>) -> Result<Scenario, GooseError> {
 mod tests {
     use super::*;
 
+    const TURN_TIMEOUT: Duration = crate::plan::DEFAULT_TURN_TIMEOUT;
+
     fn conversation(speech_bytes: usize) -> Conversation {
         Conversation {
             utterances: Arc::new(vec![Utterance {
@@ -529,6 +532,7 @@ mod tests {
             measurements: Arc::new(Measurements::default()),
             duration: Duration::from_secs(60),
             no_wait: true,
+            turn_timeout: TURN_TIMEOUT,
             ends: None,
             phase: Phase::Idle,
             stats: AiStats::default(),
