@@ -43,6 +43,8 @@ static SWALLOWED: AtomicU64 = AtomicU64::new(0);
 static ATTRIBUTED: AtomicU64 = AtomicU64::new(0);
 static INSTALLED: OnceLock<bool> = OnceLock::new();
 static REPORTING: AtomicBool = AtomicBool::new(false);
+/// Only errors reach the console and the log while set (see [`hush`]).
+static HUSHED: AtomicBool = AtomicBool::new(false);
 
 /// The reason Goose's swallowed lines are filed under when no scenario gave one.
 const UNATTRIBUTED: &str = "error sending request (no reason given)";
@@ -112,6 +114,12 @@ pub fn add_to(into: &mut Tally, from: Tally) {
     for (reason, n) in from {
         *into.entry(reason).or_default() += n;
     }
+}
+
+/// While `on`, drops every line but errors: Goose's dry run of the options (run::prepare) would
+/// print its warnings once before the real run prints them again.
+pub fn hush(on: bool) {
+    HUSHED.store(on, Relaxed);
 }
 
 /// Prints the failed requests by reason, most frequent first; nothing when none failed.
@@ -226,6 +234,9 @@ impl Log for ConsoleLog {
     }
 
     fn log(&self, record: &Record) {
+        if record.level() > Level::Error && HUSHED.load(Relaxed) {
+            return;
+        }
         // Lock order: stdout first, then simplelog's own output lock. Goose prints its tables
         // holding stdout and logs from inside them (a TRACE line mid-table); taking simplelog's
         // lock first here, as simplelog does, deadlocked such a run under -vv. Stdout's lock is

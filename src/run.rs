@@ -318,7 +318,7 @@ fn build_attack(p: &Prepared, shared: &Arc<Shared>) -> Result<GooseAttack, Goose
 /// `--scenarios`, the logs' options — before anything starts: Goose makes them inside
 /// `execute()`, which would be after the simulator started and Goose printed its configuration.
 /// The dry attack has no host, so Goose stops at its host check, before any user, controller,
-/// dashboard or report exists; it runs quiet (its INFO lines come with the real attack).
+/// dashboard or report exists; it runs quiet (its INFO lines and warnings come with the real attack).
 async fn check_goose_options(
     goose: &GooseConfiguration,
     plan: &RunPlan,
@@ -337,11 +337,15 @@ async fn check_goose_options(
         measurements: Arc::default(),
         utterances: Arc::new(utterances.to_vec()),
     });
+    // Its warnings too: the real attack gives them again. (Goose resets the log level as it
+    // starts, so the console drops them.)
     let level = log::max_level();
+    crate::console::hush(true);
     let checked = match goose_attack(cfg, plan, "", test_plan_given, &shared) {
         Ok(attack) => attack.execute().await.map(drop),
         Err(e) => Err(e),
     };
+    crate::console::hush(false);
     log::set_max_level(level);
     match checked {
         // Reached the host check: every option before it passed.

@@ -175,3 +175,27 @@ fn unwritable_output_is_refused_before_the_run() {
         "the run started anyway"
     );
 }
+
+/// Goose's warnings about the options come once, from the real run: the check of the options
+/// before it (a dry run of Goose) used to print them too.
+#[test]
+fn goose_warnings_are_printed_once() {
+    let server = Server::start(&[]);
+    let out = run(
+        &[
+            "--host",
+            &server.url,
+            "--headless",
+            "--skip-ws",
+            "--skip-ai",
+            "--test-plan",
+            "2,1s;0,1s",
+            "--threshold",
+            "p95<5s",
+        ],
+        Duration::from_secs(60),
+    );
+    assert_eq!(out.code, Some(0), "{}", out.all());
+    let warning = "the test plan never holds its users steady";
+    assert_eq!(out.all().matches(warning).count(), 1, "{}", out.all());
+}
