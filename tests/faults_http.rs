@@ -195,6 +195,18 @@ fn stalled_requests_end_at_the_timeout_named_and_the_run_ends_on_time() {
         run.stdout
     );
     assert!(table["timeout"] >= requests, "{table:?}");
+    // The simulator counted a stall for every request it received (each of the tool's, and any
+    // the tool left out of its metrics), none cut at once, and no other fault.
+    let stats = server.stats();
+    let received: u64 = stats["requests"].as_object().unwrap().values().map(u).sum();
+    let faults = &stats["faults"];
+    assert_eq!(u(&faults["stalled"]), received, "{stats}");
+    assert!(received >= requests, "{stats}");
+    assert_eq!(u(&faults["stalls_cut_at_once"]), 0, "{faults}");
+    assert!(
+        faults["garbage"].as_object().unwrap().values().all(|n| u(n) == 0),
+        "{faults}"
+    );
     assert_eq!(verdict(&r, "API success rate")["status"], "critical");
     assert_eq!(run.code, Some(2), "{}", run.all());
     // The users in a stalled request at the end wait out its timeout, no more (start-up and
@@ -349,6 +361,24 @@ fn garbage_is_named(kind: &str, reason: &str, json_rows_only: bool, max_peak_mib
     let table = run.failed_by_reason();
     assert_eq!(table.keys().collect::<Vec<_>>(), [reason], "{kind}: {table:?}");
     assert!(table[reason] >= failures, "{kind}: {table:?}");
+    // The simulator counted every garbage answer under its kind (those the tool could not tell
+    // too), about a fifth of what it received, and nothing else.
+    let stats = server.stats();
+    let received: u64 = stats["requests"].as_object().unwrap().values().map(u).sum();
+    let garbage = &stats["faults"]["garbage"];
+    let sent = u(&garbage[kind]);
+    assert!(
+        sent >= failures,
+        "{kind}: {failures} failed, {sent} garbage sent: {garbage}"
+    );
+    let sent_share = sent as f64 / received as f64;
+    assert!(
+        (0.12..0.28).contains(&sent_share),
+        "{kind}: {sent} of {received} answers garbage"
+    );
+    let others: u64 = garbage.as_object().unwrap().values().map(u).sum::<u64>() - sent;
+    assert_eq!(others, 0, "{kind}: {garbage}");
+    assert_eq!(u(&stats["faults"]["stalled"]), 0, "{kind}: {stats}");
     assert_eq!(run.code, Some(2), "a fifth failing is critical\n{}", run.all());
     eprintln!(
         "garbage {kind}: {failures} of {telling} requests failed as '{reason}', peak RSS {peak_mib:.1} MiB"

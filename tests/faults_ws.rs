@@ -288,9 +288,20 @@ fn malformed_and_unknown_events_are_named_per_call() {
         );
     }
     // The caller closed each broken call itself, and broke no rule of the simulator's.
-    let streams = &server.stats()["streams"];
+    let stats = server.stats();
+    let streams = &stats["streams"];
     assert!(u(&streams["closed_without_stop"]) >= failed, "{streams}");
     assert_eq!(streams["protocol_errors"], serde_json::json!({}), "{streams}");
+    // The simulator counted what it sent: at least the first garbage message of each failed
+    // call, at most five per stream, and no other fault.
+    let faults = &stats["faults"];
+    let sent = u(&faults["ws_garbage"]);
+    assert!(
+        (failed..=5 * u(&streams["accepted"])).contains(&sent),
+        "{sent} garbage messages for {failed} failed calls: {stats}"
+    );
+    assert_eq!(u(&faults["ws_oversized"]), 0, "{faults}");
+    assert_eq!(u(&faults["ai_muted"]), 0, "{faults}");
     assert!(run.elapsed < Duration::from_secs(6 + 10), "{:?}", run.elapsed);
     eprintln!("garbage: {errors:?} in a 6 s run that took {:?}", run.elapsed);
 }
@@ -317,6 +328,16 @@ fn oversized_messages_fail_the_call_without_being_buffered() {
     assert_eq!(run.code, Some(2), "a critical verdict fails the run");
     let table = run.failed_by_reason();
     assert_eq!(table.get(&format!("{CALL}: {too_large}")), Some(&n), "{table:?}");
+    // The simulator counted one oversized message per failed call at least, one per stream at
+    // most, and no garbage.
+    let stats = server.stats();
+    let oversized = u(&stats["faults"]["ws_oversized"]);
+    let accepted = u(&stats["streams"]["accepted"]);
+    assert!(
+        (n..=accepted).contains(&oversized),
+        "{oversized} for {n} failed calls: {stats}"
+    );
+    assert_eq!(u(&stats["faults"]["ws_garbage"]), 0, "{stats}");
     // Buffering the message on every call would take USERS x 4 MiB = 80 MiB on top of the
     // tool's own ~35 MB. Refused from the frame header (one frame), or once the fragments reach
     // the 1 MiB limit, a call holds at most the limit and one fragment.
@@ -404,10 +425,13 @@ fn unanswered_ai_turns_fail_after_the_timeout_and_the_call_goes_on() {
     // Each call went on after its failed turn (no hang-up, no redial): the agent heard a second
     // turn on the same call, and answered none.
     assert_eq!(u(&ai["calls"]), 2, "{ai}");
-    let streams = &server.stats()["streams"];
+    let stats = server.stats();
+    let streams = &stats["streams"];
     assert_eq!(u(&streams["accepted"]), 2, "{streams}");
     assert!(u(&streams["utterances"]) >= 3, "{streams}");
     assert_eq!(u(&streams["answers"]), 0, "{streams}");
+    // Every utterance heard was left unanswered on purpose, and counted so.
+    assert_eq!(stats["faults"]["ai_muted"], streams["utterances"], "{stats}");
     let table = run.failed_by_reason();
     assert_eq!(table.get("AI turn: no answer within 5s"), Some(&2), "{table:?}");
     // The calls themselves did not fail.

@@ -202,10 +202,23 @@ async fn calls_are_created_read_updated_and_validated() {
         );
         assert_eq!(stats["validation_errors"]["body must be valid JSON"], 1);
         assert_eq!(stats["calls_stored"], 1);
+        // No fault was asked for, so none was injected.
+        assert_eq!(
+            stats["faults"],
+            json!({
+                "stalled": 0,
+                "stalls_cut_at_once": 0,
+                "garbage": {"not-json": 0, "wrong-type": 0, "truncated": 0, "huge": 0},
+                "ws_garbage": 0,
+                "ws_oversized": 0,
+                "ai_muted": 0,
+            })
+        );
         // The stats endpoint serves the same counters and doesn't count itself.
         let (_, served) = api.get("/_sim/stats").await;
         assert_eq!(served["requests"], stats["requests"]);
         assert_eq!(served["status_codes"], stats["status_codes"]);
+        assert_eq!(served["faults"], stats["faults"]);
         sim.shutdown().await;
     })
     .await;
@@ -441,6 +454,45 @@ async fn error_rate_injects_that_share_of_500s() {
         assert_eq!(sim_all.stats()["calls_stored"], 0);
         sim.shutdown().await;
         sim_all.shutdown().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn garbage_answers_are_counted_by_the_kind_sent() {
+    bounded(20, async {
+        let sim = sim_with(|o| {
+            o.garbage_rate = 0.5;
+            o.garbage_kind = simulator::GarbageKind::WrongType;
+        })
+        .await;
+        let client = http();
+        let mut garbage = 0;
+        for _ in 0..40 {
+            let r = client
+                .get(format!("{}/api/v1/health", sim.url()))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), StatusCode::OK);
+            let content_type = r.headers()["content-type"].to_str().unwrap().to_string();
+            if content_type.starts_with("text/plain") {
+                garbage += 1;
+            } else {
+                assert_eq!(content_type, "application/json");
+            }
+        }
+        // 40 draws of p = 0.5: both kinds of answer, all but surely.
+        assert!((5..=35).contains(&garbage), "{garbage} garbage answers");
+        let stats = sim.stats();
+        // Only the answers really replaced count, under the kind sent; a 200 all the same.
+        assert_eq!(
+            stats["faults"]["garbage"],
+            json!({"not-json": 0, "wrong-type": garbage, "truncated": 0, "huge": 0})
+        );
+        assert_eq!(stats["status_codes"]["200"], 40);
+        assert_eq!(stats["faults"]["stalled"], 0);
+        sim.shutdown().await;
     })
     .await;
 }

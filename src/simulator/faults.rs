@@ -26,10 +26,12 @@
 //!     block (nothing is allocated per answer);
 //!   - `mixed`: each of the four in turn.
 //!
-//! Stalled and garbage answers are not counted apart in the stats: a stall has no status, and
-//! garbage counts under the success status it was sent with.
+//! A stall has no status to count, and garbage counts under the success status it was sent with,
+//! so both are also counted apart, under the stats' `faults`: `stalled` (in [`stall`], as each
+//! stall starts, with `stalls_cut_at_once` for those cut at once past [`MAX_HELD`]) and
+//! `garbage` by the kind sent (in [`garbage`], a `mixed` answer under the kind it took).
 
-use super::stats::Route;
+use super::stats::{Route, Stats, GARBAGE_KINDS};
 use super::{GarbageKind, Sim};
 use axum::body::{Body, Bytes};
 use axum::extract::{ConnectInfo, Request};
@@ -157,7 +159,7 @@ async fn with_faults(sim: &Sim, router: &mut Router, req: Request) -> Response {
         // Let go of the request (and its body) so hyper goes on reading the connection and sees
         // the client give up.
         drop(req);
-        return stall(&sim.stalls).await;
+        return stall(&sim.stalls, &sim.stats).await;
     }
     if chance(sim.opts.error_rate) {
         sim.stats.injected_errors.fetch_add(1, Relaxed);
@@ -165,7 +167,7 @@ async fn with_faults(sim: &Sim, router: &mut Router, req: Request) -> Response {
     }
     let response = call(router, req).await;
     if chance(sim.opts.garbage_rate) {
-        return garbage(sim.opts.garbage_kind, response).await;
+        return garbage(sim.opts.garbage_kind, &sim.stats, response).await;
     }
     response
 }
@@ -232,7 +234,8 @@ impl Stalls {
         let taken = self
             .held
             .fetch_update(Relaxed, Relaxed, |n| (n < MAX_HELD).then_some(n + 1));
-        taken.is_ok().then_some(Held(self))
+        // Lazily: a `Held` made and dropped here would let go of a place never taken.
+        taken.is_ok().then(|| Held(self))
     }
 }
 
@@ -246,9 +249,12 @@ impl Drop for Held<'_> {
 }
 
 /// Holds a request unanswered until the client gives up (hyper then drops this future), the
-/// simulator stops, or [`MAX_HOLD`] passes; then cuts the connection.
-async fn stall(stalls: &Stalls) -> Response {
+/// simulator stops, or [`MAX_HOLD`] passes; then cuts the connection. Counted in `stats` as it
+/// starts (and apart when cut at once, [`MAX_HELD`] being held already).
+async fn stall(stalls: &Stalls, stats: &Stats) -> Response {
+    stats.faults.stalled.fetch_add(1, Relaxed);
     let Some(_held) = stalls.hold() else {
+        stats.faults.stalls_cut_at_once.fetch_add(1, Relaxed);
         return cut();
     };
     let mut stopped = stalls.stopped.subscribe();
@@ -345,18 +351,14 @@ impl hyper::body::Body for FaultyBody {
 /// The kind a `mixed` garbage answer takes next.
 static NEXT_KIND: AtomicUsize = AtomicUsize::new(0);
 
-/// Replaces `response` by garbage of `kind`, with its status if a success, else 200.
-async fn garbage(kind: GarbageKind, response: Response) -> Response {
-    const KINDS: [GarbageKind; 4] = [
-        GarbageKind::NotJson,
-        GarbageKind::WrongType,
-        GarbageKind::Truncated,
-        GarbageKind::Huge,
-    ];
+/// Replaces `response` by garbage of `kind`, with its status if a success, else 200; counts it
+/// in `stats` under the kind sent.
+async fn garbage(kind: GarbageKind, stats: &Stats, response: Response) -> Response {
     let kind = match kind {
-        GarbageKind::Mixed => KINDS[NEXT_KIND.fetch_add(1, Relaxed) % KINDS.len()],
+        GarbageKind::Mixed => GARBAGE_KINDS[NEXT_KIND.fetch_add(1, Relaxed) % GARBAGE_KINDS.len()],
         kind => kind,
     };
+    stats.garbage(kind);
     // A success keeps its status (201 for a create), so the body is what fails.
     let status = match response.status() {
         status if status.is_success() => status,
@@ -576,7 +578,9 @@ mod tests {
 
     #[tokio::test]
     async fn huge_answers_are_64_mib_of_json_streamed_from_one_block() {
-        let response = garbage(GarbageKind::Huge, json_answer(StatusCode::OK, "[]")).await;
+        let stats = Stats::new();
+        let response = garbage(GarbageKind::Huge, &stats, json_answer(StatusCode::OK, "[]")).await;
+        assert_eq!(stats.to_json(0)["faults"]["garbage"]["huge"], 1);
         assert_eq!(response.status(), StatusCode::OK);
         assert_eq!(content_type(&response), "application/json");
         let body = response.into_body();
@@ -595,7 +599,13 @@ mod tests {
     #[tokio::test]
     async fn truncated_answers_announce_the_whole_body_and_send_half() {
         let answer = r#"{"id":"abc","status":"ringing"}"#;
-        let response = garbage(GarbageKind::Truncated, json_answer(StatusCode::CREATED, answer)).await;
+        let stats = Stats::new();
+        let response = garbage(
+            GarbageKind::Truncated,
+            &stats,
+            json_answer(StatusCode::CREATED, answer),
+        )
+        .await;
         assert_eq!(
             response.status(),
             StatusCode::CREATED,
@@ -614,25 +624,41 @@ mod tests {
 
     #[tokio::test]
     async fn wrong_type_and_not_json_answers_are_200s_with_the_wrong_label() {
-        let wrong = garbage(GarbageKind::WrongType, json_answer(StatusCode::OK, r#"{"a":1}"#)).await;
+        let stats = Stats::new();
+        let wrong = garbage(
+            GarbageKind::WrongType,
+            &stats,
+            json_answer(StatusCode::OK, r#"{"a":1}"#),
+        )
+        .await;
         assert_eq!(content_type(&wrong), "text/plain; charset=utf-8");
         assert_eq!(
             frames(wrong.into_body()).await,
             (vec![Bytes::from(r#"{"a":1}"#)], None)
         );
         // A refusal turns into a success.
-        let html = garbage(GarbageKind::NotJson, json_answer(StatusCode::NOT_FOUND, "{}")).await;
+        let html = garbage(
+            GarbageKind::NotJson,
+            &stats,
+            json_answer(StatusCode::NOT_FOUND, "{}"),
+        )
+        .await;
         assert_eq!(html.status(), StatusCode::OK);
         assert_eq!(content_type(&html), "text/html; charset=utf-8");
         let (body, _) = frames(html.into_body()).await;
         assert!(body.concat().starts_with(b"<!DOCTYPE html>"));
+        assert_eq!(
+            stats.to_json(0)["faults"]["garbage"],
+            serde_json::json!({"not-json": 1, "wrong-type": 1, "truncated": 0, "huge": 0})
+        );
     }
 
     #[tokio::test]
     async fn mixed_garbage_takes_each_kind_in_turn() {
+        let stats = Stats::new();
         let mut seen = std::collections::BTreeSet::new();
         for _ in 0..4 {
-            let response = garbage(GarbageKind::Mixed, json_answer(StatusCode::OK, "[1,2]")).await;
+            let response = garbage(GarbageKind::Mixed, &stats, json_answer(StatusCode::OK, "[1,2]")).await;
             let kind = match hyper::body::Body::size_hint(response.body()).exact() {
                 Some(HUGE_BYTES) => "huge".to_string(),
                 _ => content_type(&response).to_string(),
@@ -640,6 +666,11 @@ mod tests {
             seen.insert(kind);
         }
         assert_eq!(seen.len(), 4, "{seen:?}");
+        // Counted under the kind each took, never as "mixed".
+        assert_eq!(
+            stats.to_json(0)["faults"]["garbage"],
+            serde_json::json!({"not-json": 1, "wrong-type": 1, "truncated": 1, "huge": 1})
+        );
     }
 
     #[tokio::test]
@@ -667,12 +698,15 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         assert_eq!(held(), 0, "released when the client gave up");
+        let faults = || state.stats_json()["faults"].clone();
+        assert_eq!(faults()["stalled"], 1);
         // A client that waits: the shutdown cuts its connection, at once, with no answer.
         let waiting = tokio::spawn(client.get(&url).send());
         while held() == 0 && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         assert_eq!(held(), 1);
+        assert_eq!(faults()["stalled"], 2);
         let started = Instant::now();
         sim.shutdown().await;
         assert!(
@@ -686,6 +720,24 @@ mod tests {
             .unwrap();
         assert!(answer.is_err(), "no answer: {answer:?}");
         assert_eq!(held(), 0);
+        assert_eq!(faults()["stalled"], 2);
+        assert_eq!(faults()["stalls_cut_at_once"], 0);
+        // A stall, not an answer: no status counted for any of them.
+        assert_eq!(state.stats_json()["status_codes"], serde_json::json!({}));
+    }
+
+    #[tokio::test]
+    async fn stalls_past_the_cap_are_cut_at_once_and_counted() {
+        let (stalls, stats) = (Stalls::default(), Stats::new());
+        stalls.held.store(MAX_HELD, Relaxed);
+        let response = tokio::time::timeout(Duration::from_secs(1), stall(&stalls, &stats))
+            .await
+            .expect("cut at once, not held");
+        assert!(response.extensions().get::<Cut>().is_some());
+        assert_eq!(stalls.held(), MAX_HELD, "nothing more held");
+        let faults = &stats.to_json(0)["faults"];
+        assert_eq!(faults["stalled"], 1);
+        assert_eq!(faults["stalls_cut_at_once"], 1);
     }
 
     #[test]
@@ -693,8 +745,16 @@ mod tests {
         let limiter = RateLimiter::new(100.0);
         let ip = IpAddr::from([10, 0, 0, 1]);
         while limiter.check(ip).is_ok() {}
+        let drained = Instant::now();
         std::thread::sleep(Duration::from_millis(55));
-        let passed = (0..100).filter(|_| limiter.check(ip).is_ok()).count();
-        assert!((4..=7).contains(&passed), "{passed}");
+        let woke = drained.elapsed().as_secs_f64();
+        let passed = (0..100).filter(|_| limiter.check(ip).is_ok()).count() as f64;
+        let done = drained.elapsed().as_secs_f64();
+        // Measured, not assumed: a busy machine may sleep longer than asked. Less than a token
+        // was left at the last refused check, just before `drained`.
+        assert!(
+            passed >= (100.0 * woke).floor() - 1.0 && passed <= (100.0 * done).ceil() + 1.0,
+            "{passed} passed {woke:.3}-{done:.3} s after the bucket ran dry"
+        );
     }
 }

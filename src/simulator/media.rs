@@ -24,6 +24,10 @@
 //!   trickled over [`OVERSIZED_TRICKLE`] as a slow network would, so a caller that buffers what
 //!   it should refuse holds it a while (and its memory shows it).
 //! - `--ai-mute-rate` ([`voice::mutes`]): the agent hears the utterance and never answers it.
+//!
+//! The stats' `faults` count the last three as they happen: `ws_garbage` for each garbage
+//! message and `ws_oversized` for each oversized one as it starts going out (whether or not the
+//! caller takes it all), `ai_muted` for each utterance left unanswered.
 
 use super::api::detail;
 use super::stats::Fault;
@@ -759,6 +763,7 @@ impl Session {
                 streams.utterances.fetch_add(1, Relaxed);
                 if voice::mutes(self.sim.opts.ai_mute_rate) {
                     // Heard, and never answered.
+                    self.sim.stats.faults.ai_muted.fetch_add(1, Relaxed);
                     return None;
                 }
                 self.pending = Some(voice::plan_answer(
@@ -821,6 +826,7 @@ impl Session {
         if let Bad::Oversized { fragmented } = bad {
             return self.send_oversized(fragmented, ws).await;
         }
+        self.sim.stats.faults.ws_garbage.fetch_add(1, Relaxed);
         let messages = self.bad_messages(bad);
         self.send(messages, ws).await
     }
@@ -866,11 +872,13 @@ impl Session {
 
     /// Sends the oversized message as raw frames on the connection, a piece at a time over
     /// [`OVERSIZED_TRICKLE`]: tungstenite would only queue it whole. The message is complete on
-    /// the wire, so the session goes on as usual if the caller takes it.
+    /// the wire, so the session goes on as usual if the caller takes it. Counted as it starts:
+    /// a caller that refuses it mostly hangs up before the last piece.
     async fn send_oversized<S>(&mut self, fragmented: bool, ws: &mut WebSocketStream<S>) -> Option<End>
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {
+        self.sim.stats.faults.ws_oversized.fetch_add(1, Relaxed);
         let text = self.oversized();
         let pieces: Vec<&[u8]> = text.as_bytes().chunks(OVERSIZED_FRAGMENT).collect();
         let gap = OVERSIZED_TRICKLE / pieces.len() as u32;
@@ -1140,6 +1148,50 @@ mod tests {
             );
             assert_eq!(second, Message::text("after"));
         }
+        assert_eq!(sim.stats_json()["faults"]["ws_oversized"], 2);
+    }
+
+    /// Each garbage message is counted as it goes out, each utterance left unanswered as the
+    /// agent decides to leave it.
+    #[tokio::test]
+    async fn garbage_messages_and_muted_utterances_are_counted() {
+        let sim = Arc::new(Sim::new(
+            super::super::ServeOptions {
+                ws_garbage_rate: 1.0,
+                ai_mute_rate: 1.0,
+                ..super::super::ServeOptions::for_tests()
+            },
+            "127.0.0.1:1".parse().unwrap(),
+        ));
+        let faults = || sim.stats_json()["faults"].clone();
+        let mut session = Session::new(&sim);
+        assert_eq!(session.bad.len(), GARBAGE.len());
+        assert_eq!(faults()["ws_garbage"], 0, "counted when sent, not when planned");
+        session.stream_sid = "MZ1".into();
+        session.media_prefix = r#"{"event":"media","streamSid":"MZ1","media":{"payload":""#.into();
+        let (a, b) = tokio::io::duplex(64 << 10);
+        let mut server = WebSocketStream::from_raw_socket(a, Role::Server, Some(ws_config())).await;
+        let mut client = WebSocketStream::from_raw_socket(b, Role::Client, None).await;
+        for sent in 1..=GARBAGE.len() {
+            assert!(session.send_bad(&mut server).await.is_none());
+            assert!(client.next().await.unwrap().is_ok());
+            assert_eq!(faults()["ws_garbage"], sent);
+        }
+        // Nothing left to send: nothing more counted.
+        assert!(session.send_bad(&mut server).await.is_none());
+        assert_eq!(session.bad_at, None);
+        assert_eq!(faults()["ws_garbage"], GARBAGE.len());
+
+        let now = Instant::now();
+        let heard = VadEvent::End {
+            audio_ms: 800,
+            speech_end: now,
+        };
+        assert!(session.on_voice(heard, now, &mut server).await.is_none());
+        assert!(session.pending.is_none(), "no answer planned");
+        assert_eq!(sim.stats_json()["streams"]["utterances"], 1);
+        assert_eq!(faults()["ai_muted"], 1);
+        assert_eq!(faults()["ws_oversized"], 0);
     }
 
     #[test]

@@ -1,8 +1,10 @@
 //! What the simulator received and answered, as lock-free counters, rendered as the stats JSON.
 //!
-//! Every label is known at compile time (routes, validation reasons, protocol faults), so each
-//! counter is a plain atomic in a fixed array: counting never takes a lock or allocates.
+//! Every label is known at compile time (routes, validation reasons, protocol faults, garbage
+//! kinds), so each counter is a plain atomic in a fixed array: counting never takes a lock or
+//! allocates.
 
+use super::GarbageKind;
 use serde_json::{json, Map, Value};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
@@ -205,6 +207,27 @@ impl Fault {
     }
 }
 
+/// The kinds a garbage answer is sent as (`--garbage-kind`; `mixed` takes each in turn), in
+/// stats order.
+pub(crate) const GARBAGE_KINDS: [GarbageKind; 4] = [
+    GarbageKind::NotJson,
+    GarbageKind::WrongType,
+    GarbageKind::Truncated,
+    GarbageKind::Huge,
+];
+
+/// A garbage kind's stats key (its `--garbage-kind` name) and its place in [`GARBAGE_KINDS`].
+fn garbage_label(kind: GarbageKind) -> (&'static str, usize) {
+    match kind {
+        GarbageKind::NotJson => ("not-json", 0),
+        GarbageKind::WrongType => ("wrong-type", 1),
+        GarbageKind::Truncated => ("truncated", 2),
+        // A `mixed` answer is always counted as the kind it resolved to; were one not, it is
+        // sent as a huge answer.
+        GarbageKind::Huge | GarbageKind::Mixed => ("huge", 3),
+    }
+}
+
 /// A fixed array of counters indexed by a label enum's position.
 struct Counters<const N: usize>([AtomicU64; N]);
 
@@ -245,6 +268,23 @@ pub(crate) struct StreamCounters {
     protocol_errors: Counters<{ Fault::ALL.len() }>,
 }
 
+/// Injected faults (the stats' `faults`), each counted where it is decided: stalls and garbage
+/// answers in `faults`, the media stream faults in `media`.
+pub(crate) struct FaultCounters {
+    /// Requests held unanswered (`--stall-rate`), counted as the stall starts.
+    pub stalled: AtomicU64,
+    /// Of those, the ones cut at once because `faults::MAX_HELD` were already held.
+    pub stalls_cut_at_once: AtomicU64,
+    /// Answers replaced by garbage (`--garbage-rate`), by the kind sent ([`GARBAGE_KINDS`]).
+    garbage: Counters<{ GARBAGE_KINDS.len() }>,
+    /// Garbage messages sent on media streams (`--ws-garbage-rate`).
+    pub ws_garbage: AtomicU64,
+    /// Oversized messages sent on media streams (`--ws-oversized-rate`).
+    pub ws_oversized: AtomicU64,
+    /// Utterances the agent left unanswered on purpose (`--ai-mute-rate`).
+    pub ai_muted: AtomicU64,
+}
+
 /// Every counter of the simulator.
 pub(crate) struct Stats {
     requests: Counters<{ Route::ALL.len() }>,
@@ -261,6 +301,7 @@ pub(crate) struct Stats {
     pub calls_created: AtomicU64,
     pub leaked_bytes: AtomicU64,
     pub streams: StreamCounters,
+    pub faults: FaultCounters,
 }
 
 impl Stats {
@@ -299,6 +340,14 @@ impl Stats {
                 bad_sequence: z(),
                 protocol_errors: Counters::new(),
             },
+            faults: FaultCounters {
+                stalled: z(),
+                stalls_cut_at_once: z(),
+                garbage: Counters::new(),
+                ws_garbage: z(),
+                ws_oversized: z(),
+                ai_muted: z(),
+            },
         }
     }
 
@@ -321,6 +370,11 @@ impl Stats {
 
     pub(crate) fn fault(&self, fault: Fault) {
         self.streams.protocol_errors.add(fault as usize);
+    }
+
+    /// Counts an answer replaced by garbage of `kind` (the kind sent, not `mixed`).
+    pub(crate) fn garbage(&self, kind: GarbageKind) {
+        self.faults.garbage.add(garbage_label(kind).1);
     }
 
     /// The stats JSON (`GET /_sim/stats` and `RunningSimulator::stats`).
@@ -350,6 +404,14 @@ impl Stats {
             |f| s.protocol_errors.get(*f as usize),
             |f| f.reason(),
         );
+        let f = &self.faults;
+        let garbage: Map<String, Value> = GARBAGE_KINDS
+            .iter()
+            .map(|k| {
+                let (label, i) = garbage_label(*k);
+                (label.to_string(), json!(f.garbage.get(i)))
+            })
+            .collect();
         json!({
             "requests": requests,
             "status_codes": status_codes,
@@ -386,6 +448,14 @@ impl Stats {
                 "clears_sent": get(&s.clears_sent),
                 "protocol_errors": protocol_errors,
                 "bad_sequence": get(&s.bad_sequence),
+            },
+            "faults": {
+                "stalled": get(&f.stalled),
+                "stalls_cut_at_once": get(&f.stalls_cut_at_once),
+                "garbage": garbage,
+                "ws_garbage": get(&f.ws_garbage),
+                "ws_oversized": get(&f.ws_oversized),
+                "ai_muted": get(&f.ai_muted),
             },
             "process": {
                 "rss_bytes": rss_bytes(),
@@ -477,6 +547,9 @@ mod tests {
         for (i, f) in Fault::ALL.iter().enumerate() {
             assert_eq!(*f as usize, i);
         }
+        for (i, k) in GARBAGE_KINDS.iter().enumerate() {
+            assert_eq!(garbage_label(*k).1, i);
+        }
     }
 
     #[test]
@@ -487,6 +560,8 @@ mod tests {
         stats.status(201);
         stats.invalid(Invalid::SameNumber);
         stats.fault(Fault::Binary);
+        stats.garbage(GarbageKind::Truncated);
+        stats.faults.ai_muted.fetch_add(1, Relaxed);
         let j = stats.to_json(7);
         assert_eq!(j["requests"]["POST /api/v1/calls"], 1);
         assert_eq!(j["requests"]["GET /api/v1/health"], 0);
@@ -495,5 +570,16 @@ mod tests {
         assert_eq!(j["streams"]["protocol_errors"]["binary frame"], 1);
         assert_eq!(j["calls_stored"], 7);
         assert_eq!(j["webhooks"]["call_status"]["ringing"], 0);
+        assert_eq!(
+            j["faults"],
+            json!({
+                "stalled": 0,
+                "stalls_cut_at_once": 0,
+                "garbage": {"not-json": 0, "wrong-type": 0, "truncated": 1, "huge": 0},
+                "ws_garbage": 0,
+                "ws_oversized": 0,
+                "ai_muted": 1,
+            })
+        );
     }
 }
