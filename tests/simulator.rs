@@ -516,7 +516,8 @@ async fn added_latency_and_jitter_are_measurable() {
         let jittery = sim_with(|o| o.api_jitter_ms = 200).await;
         let client = http();
         time_health(&fast, &client).await; // connect first
-        assert!(time_health(&fast, &client).await < Duration::from_millis(100));
+        // Upper bounds leave a busy machine 150-200 ms of slack; the lower ones are exact.
+        assert!(time_health(&fast, &client).await < Duration::from_millis(150));
         for _ in 0..3 {
             let t = time_health(&slow, &client).await;
             assert!(
@@ -529,7 +530,7 @@ async fn added_latency_and_jitter_are_measurable() {
             times.push(time_health(&jittery, &client).await);
         }
         let (min, max) = (times.iter().min().unwrap(), times.iter().max().unwrap());
-        assert!(*max <= Duration::from_millis(300), "{max:?}");
+        assert!(*max <= Duration::from_millis(400), "{max:?}");
         assert!(
             *max - *min > Duration::from_millis(50),
             "jitter spreads answers: {times:?}"
