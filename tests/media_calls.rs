@@ -266,10 +266,11 @@ async fn a_call_speaks_twilio_media_streams_exactly() {
             .unwrap();
         assert_eq!(audio, vec![mulaw::SILENCE; 160]);
     }
-    // Paced in real time: the 50 frames span 49 x 20 ms, give or take a scheduler tick.
+    // Paced in real time: the 50 frames span 49 x 20 ms, give or take a scheduler tick (and a
+    // busy machine's stall: half speed would be 1.96 s).
     let span = media[49].0 - media[0].0;
     assert!(
-        span >= Duration::from_millis(960) && span < Duration::from_millis(1100),
+        span >= Duration::from_millis(960) && span < Duration::from_millis(1250),
         "{span:?}"
     );
     let Event::Stop {
@@ -345,12 +346,12 @@ async fn marks_echo_after_playback_and_clear_flushes_them() {
     };
     let first = when("first") - when("sent first");
     assert!(
-        first >= Duration::from_millis(580) && first < Duration::from_millis(800),
+        first >= Duration::from_millis(580) && first < Duration::from_millis(1000),
         "first echo after {first:?}"
     );
     let second = when("second") - when("sent second");
     assert!(
-        second < Duration::from_millis(150),
+        second < Duration::from_millis(300),
         "a cleared mark is echoed at once, not after {second:?}"
     );
     let snap = shared.measurements.snapshot();

@@ -805,11 +805,11 @@ async fn a_scripted_call_gets_an_answer_and_a_mark() {
         // max(hangover 0.5 s, pipeline 0.44-0.67 s) after the end of speech.
         let wait = heard.first_media.unwrap() - heard.speech_end.unwrap();
         assert!(
-            wait >= Duration::from_millis(480) && wait < Duration::from_millis(900),
+            wait >= Duration::from_millis(480) && wait < Duration::from_millis(1100),
             "{wait:?}"
         );
         // One burst: the mark comes right after the frames.
-        assert!(heard.mark_at.unwrap() - heard.first_media.unwrap() < Duration::from_millis(100));
+        assert!(heard.mark_at.unwrap() - heard.first_media.unwrap() < Duration::from_millis(250));
 
         caller.mark("answer-1").await;
         caller.mark("someone-elses-mark").await;
