@@ -515,8 +515,9 @@ async fn added_latency_and_jitter_are_measurable() {
         let slow = sim_with(|o| o.api_latency_ms = 150).await;
         let jittery = sim_with(|o| o.api_jitter_ms = 200).await;
         let client = http();
-        time_health(&fast, &client).await; // connect first
-        // Upper bounds leave a busy machine 150-200 ms of slack; the lower ones are exact.
+        // Connect first. Upper bounds leave a busy machine 150-200 ms of slack; the lower ones
+        // are exact.
+        time_health(&fast, &client).await;
         assert!(time_health(&fast, &client).await < Duration::from_millis(150));
         for _ in 0..3 {
             let t = time_health(&slow, &client).await;
