@@ -17,6 +17,10 @@
 //! - [`simulator`]: the built-in Phone Agent used by default, by `serve` and by the tests.
 //! - [`gaggle`]: distributed runs: a manager, its workers, and exact merging of results.
 //! - [`webui`]: Goose's dashboard as the web UI at :5116, with the Locust workflow.
+//!
+//! The module docs link their private items too: they are written for whoever works on the
+//! crate (`cargo doc --document-private-items`).
+#![allow(rustdoc::private_intra_doc_links)]
 
 pub mod ai_model;
 pub mod analysis;

@@ -49,7 +49,7 @@ pub struct Results {
     pub hook_errors: Vec<String>,
     /// Failed requests by reason, as the console's table counts them: the root cause of a
     /// request with no answer ("connection refused", "timeout") where Goose's errors say only
-    /// "error sending request"; rows of a call named "WS media stream: call: <reason>".
+    /// "error sending request"; rows of a call named `"WS media stream: call: <reason>"`.
     #[serde(default)]
     pub failures_by_reason: BTreeMap<String, u64>,
     /// A distributed run's load generators (gaggle workers or merged files); absent otherwise.

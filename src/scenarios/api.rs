@@ -24,7 +24,7 @@
 //! - every body is read chunk by chunk and at most [`MAX_BODY`] of it (the largest answer the
 //!   API gives, a full list, is about 12.5 KB): a longer one fails as "body too large (over 1
 //!   MiB)" as soon as its `Content-Length` or its bytes say so, and the rest is never read;
-//! - a body the connection cuts short fails as "truncated body: <cause>" ("end of file before
+//! - a body the connection cuts short fails as `"truncated body: <cause>"` ("end of file before
 //!   message length reached"), one the request timeout (Goose's `--timeout`) cuts as "timeout";
 //! - a 2xx from a JSON endpoint (everything but the webhooks, whose TwiML Twilio accepts under
 //!   several types) must say it is JSON (`application/json` or `+json`), or it fails as "wrong
