@@ -115,6 +115,10 @@ fn refuse_load_options(load: &LoadOptions, goose: &GooseConfiguration) -> Result
             "--server-*",
         ),
         (load.no_wait, "--no-wait"),
+        (
+            load.turn_timeout != crate::plan::DEFAULT_TURN_TIMEOUT.as_secs(),
+            "--turn-timeout",
+        ),
         (load.fail_on != Status::Critical, "--fail-on"),
         (load.test_plan_given, "--test-plan"),
         (goose.host.is_some(), "--host"),
@@ -453,13 +457,17 @@ mod tests {
             "--profile",
             "stress",
             "--skip-ws",
+            "--turn-timeout",
+            "30s",
         ])
         .unwrap();
         let err = refuse_load_options(&cli.load, &cli.goose)
             .unwrap_err()
             .to_string();
         assert!(
-            err.contains("--users") && err.contains("--profile") && err.contains("--skip-*"),
+            ["--users", "--profile", "--skip-*", "--turn-timeout"]
+                .iter()
+                .all(|o| err.contains(o)),
             "{err}"
         );
     }
