@@ -339,13 +339,16 @@ fn oversized_messages_fail_the_call_without_being_buffered() {
     );
     assert_eq!(u(&stats["faults"]["ws_garbage"]), 0, "{stats}");
     // Buffering the message on every call would take USERS x 4 MiB = 80 MiB on top of the
-    // tool's own ~35 MB. Refused from the frame header (one frame), or once the fragments reach
-    // the 1 MiB limit, a call holds at most the limit and one fragment.
-    let own_kib = 48 * 1024;
+    // tool's own memory. Refused from the frame header (one frame), or once the fragments reach
+    // the 1 MiB limit, a call holds at most the limit and one fragment. Runs of this test peak
+    // at 68-74 MiB; the bound allows the tool 58 MiB of its own (the debug build, mimalloc's
+    // floor, 20 users and their calls being redialled), 83 MiB in all, and buffering even half
+    // the messages would pass it.
+    let own_kib = 58 * 1024;
     let per_call_kib = (MAX_MESSAGE as u64 + (256 << 10)) / 1024;
     let bound_kib = own_kib + USERS * per_call_kib;
     let buffered_kib = USERS * 4 * 1024;
-    assert!(bound_kib < 35 * 1024 + buffered_kib);
+    assert!(bound_kib < 45 * 1024 + buffered_kib / 2);
     assert!(
         run.peak_kib > 0 && run.peak_kib < bound_kib,
         "peak RSS {} MiB (bound {} MiB); buffering every message would add {} MiB",
