@@ -99,7 +99,7 @@ pub struct LoadOptions {
     /// How long an AI turn may take, from the end of the caller's speech to the end of the
     /// agent's answer, before it fails as "no answer within 15s" (stream mode; the call goes on).
     /// Seconds, or a span such as 1m
-    #[arg(long, value_name = "SPAN", default_value = "15", value_parser = turn_timeout)]
+    #[arg(long, value_name = "SPAN", default_value_t = crate::plan::DEFAULT_TURN_TIMEOUT.as_secs(), value_parser = turn_timeout)]
     pub turn_timeout: u64,
     /// Whether Goose's `--test-plan` was given (Goose keeps the plan itself private).
     #[arg(skip)]
@@ -133,9 +133,7 @@ fn test_plan(value: &str) -> Result<goose::test_plan::TestPlan, String> {
             .ok()
             .filter(|_| users.bytes().all(|b| b.is_ascii_digit()))
             .ok_or_else(|| format!("'{users}' is not a number of users; {EXPECTED}"))?;
-        let seconds = goose::util::parse_timespan(span)
-            .filter(|_| span.bytes().all(|b| b.is_ascii_digit() || b"hmsHMS".contains(&b)))
-            .and_then(|s| s.checked_mul(1_000));
+        let seconds = timespan_secs(span).and_then(|s| s.checked_mul(1_000));
         if seconds.is_none() {
             return Err(format!("'{span}' is not a time span; {EXPECTED}"));
         }
@@ -148,18 +146,18 @@ fn test_plan(value: &str) -> Result<goose::test_plan::TestPlan, String> {
     value.parse().map_err(|e: goose::GooseError| e.to_string())
 }
 
+/// The seconds in a time span such as `90`, `30s` or `1h30m`, in ASCII digits only (Goose's
+/// parser takes other scripts' digits too).
+fn timespan_secs(span: &str) -> Option<usize> {
+    goose::util::parse_timespan(span)
+        .filter(|_| span.bytes().all(|b| b.is_ascii_digit() || b"hmsHMS".contains(&b)))
+}
+
 /// `--turn-timeout`: a time span from 1 s to 10 min, in seconds.
 fn turn_timeout(value: &str) -> Result<u64, String> {
-    let seconds = goose::util::parse_timespan(value.trim())
-        .filter(|_| {
-            value
-                .trim()
-                .bytes()
-                .all(|b| b.is_ascii_digit() || b"hmsHMS".contains(&b))
-        })
-        .ok_or_else(|| {
-            format!("'{value}' is not a time span: expected seconds or a span such as 30s or 1m")
-        })?;
+    let seconds = timespan_secs(value.trim()).ok_or_else(|| {
+        format!("'{value}' is not a time span: expected seconds or a span such as 30s or 1m")
+    })?;
     if !(1..=600).contains(&seconds) {
         return Err(format!("{seconds} s is out of range: expected 1 s to 10 minutes"));
     }

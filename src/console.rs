@@ -109,13 +109,6 @@ pub fn peek_tally() -> Tally {
     COUNTS.lock().unwrap_or_else(|e| e.into_inner()).run.clone()
 }
 
-/// Adds `from`'s counts to `into`'s.
-pub fn add_to(into: &mut Tally, from: Tally) {
-    for (reason, n) in from {
-        *into.entry(reason).or_default() += n;
-    }
-}
-
 /// While `on`, drops every line but errors: Goose's dry run of the options (run::prepare) would
 /// print its warnings once before the real run prints them again.
 pub fn hush(on: bool) {

@@ -207,7 +207,8 @@ impl AiStats {
     }
 }
 
-fn merge_counts(into: &mut BTreeMap<String, u64>, from: &BTreeMap<String, u64>) {
+/// Adds `from`'s counts by reason to `into`'s.
+pub fn merge_counts(into: &mut BTreeMap<String, u64>, from: &BTreeMap<String, u64>) {
     for (k, v) in from {
         *into.entry(k.clone()).or_default() += v;
     }

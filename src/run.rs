@@ -66,7 +66,7 @@ pub fn conclude(
 ) -> i32 {
     // A run started from the web UI leaves its failures in the console's tally.
     let mut failures = record.failures_by_reason.clone();
-    crate::console::add_to(&mut failures, crate::console::take_tally());
+    crate::measure::merge_counts(&mut failures, &crate::console::take_tally());
     crate::console::print_table(&failures);
     let mut results = analysis::analyse(record, hooks);
     results.failures_by_reason = failures;

@@ -145,7 +145,7 @@ pub fn merge_parts(parts: &[Part]) -> Result<(RunRecord, Vec<WorkerResult>)> {
         measured,
         memory: merge_memory(parts),
         failures_by_reason: parts.iter().fold(BTreeMap::new(), |mut all, p| {
-            crate::console::add_to(&mut all, p.data.failures_by_reason.clone());
+            crate::measure::merge_counts(&mut all, &p.data.failures_by_reason);
             all
         }),
     };

@@ -8,8 +8,8 @@
 //!   played (its mark echoed), a pause of U(0.5, 1.5) s and the next turn, until the call's
 //!   duration; then `stop`. A turn unanswered within `--turn-timeout` (15 s after the caller
 //!   stopped speaking unless set) fails as "no answer within 15s" ("answer not finished within
-//!   15s" when audio came but no `mark`), and the call goes on: the usual pause, then the next turn, the
-//!   call still ending at its duration. A turn cut short by the call failing fails with the
+//!   15s" when audio came but no `mark`), and the call goes on: the usual pause, then the next
+//!   turn, the call still ending at its duration. A turn cut short by the call failing fails with the
 //!   call's reason; one cut short by the run ending is not counted.
 //! - **mock**: the original suite's in-process `MockAudioProcessor`, no server at all: the
 //!   SPEC latency model slept stage by stage, each stage timed, RTF = total / audio duration.
