@@ -5,9 +5,7 @@ use axum::routing::get;
 use goose::config::GooseConfiguration;
 use goose::metrics::{GooseMetrics, GooseRequestMetricAggregate, GooseRequestMetricTimingData, TimeBuckets};
 use goose::prelude::*;
-use phone_agent_load::analysis::memory::{
-    fit_slope, MemoryReport, MemorySampler, MemorySeries, MemoryTarget,
-};
+use phone_agent_load::analysis::memory::{MemoryReport, MemorySampler, MemorySeries, MemoryTarget};
 use phone_agent_load::analysis::results::{Results, Section};
 use phone_agent_load::analysis::verdicts::{judge, Status, Verdict};
 use phone_agent_load::analysis::{analyse, report, summary, PostRunHook, RunRecord};
@@ -68,6 +66,11 @@ fn every_default_threshold_edge_is_judged_both_ways() {
 
 // ---------------------------------------------------------------- slope fit
 
+fn fit_slope(samples: &[(f64, f64)]) -> (f64, f64) {
+    let f = phone_agent_load::measure::slope::fit(samples);
+    (f.slope_per_min(), f.r2)
+}
+
 #[test]
 fn flat_series_has_no_slope_and_no_nan() {
     let flat: Vec<(f64, f64)> = (0..120).map(|s| (s as f64, 512.0)).collect();
@@ -104,9 +107,9 @@ fn linear_leak_of_10_mb_per_minute_is_measured() {
 
 #[test]
 fn warm_up_then_flat_has_no_slope_after_the_ramp() {
-    // 30 s of warm-up climbing 3 MB/s, then flat for five minutes.
-    let samples: Vec<[f64; 2]> = (0..330)
-        .map(|s| [s as f64, 100.0 + 3.0 * (s.min(30) as f64)])
+    // A minute of warm-up climbing 3 MB/s, then flat for half a minute.
+    let samples: Vec<[f64; 2]> = (0..90)
+        .map(|s| [s as f64, 10.0 + 3.0 * (s.min(60) as f64)])
         .collect();
     let whole: Vec<(f64, f64)> = samples.iter().map(|p| (p[0], p[1])).collect();
     let (whole_slope, _) = fit_slope(&whole);
@@ -114,13 +117,13 @@ fn warm_up_then_flat_has_no_slope_after_the_ramp() {
         whole_slope > 3.0,
         "the whole run looks like a leak: {whole_slope}"
     );
-    let s = MemorySeries::from_samples("x".into(), samples, Some(30.0)).unwrap();
+    let s = MemorySeries::from_samples("x".into(), samples, Some(60.0)).unwrap();
     assert!(s.slope_mb_per_min.abs() < 1e-9, "{}", s.slope_mb_per_min);
     assert_eq!(
         (s.initial_mb, s.final_mb, s.growth_mb, s.peak_mb),
         (190.0, 190.0, 0.0, 190.0)
     );
-    assert_eq!(s.window_start_s, 30.0);
+    assert_eq!(s.window_start_s, 60.0);
 }
 
 // ---------------------------------------------------------------- results file

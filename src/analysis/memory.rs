@@ -1,5 +1,5 @@
 //! Memory over the run: RSS of the load generator and of the server, sampled every second, and
-//! the least-squares slope that tells a leak from warm-up.
+//! the Theil–Sen slope (`measure::slope`) that tells a leak from warm-up.
 //!
 //! Local processes are read with sysinfo; a remote server through a Prometheus endpoint's
 //! `process_resident_memory_bytes`. Growth (final − initial) judges the verdict; the slope
@@ -69,7 +69,7 @@ pub struct MemorySeries {
     pub peak_mb: f64,
     pub final_mb: f64,
     pub growth_mb: f64,
-    /// Least-squares slope over the post-ramp window.
+    /// Theil–Sen slope over the post-ramp window ([`crate::measure::slope`]).
     pub slope_mb_per_min: f64,
     pub r2: f64,
     /// `slope_mb_per_min` x 60: where an hour at this rate would take it.
@@ -138,7 +138,8 @@ impl MemorySeries {
         // A few samples over a moment (a run stopped at start-up) would project a start-up
         // allocation into gigabytes per hour: no slope below MIN_FIT_SPAN_S.
         let (slope, r2) = if span_s >= MIN_FIT_SPAN_S {
-            fit_slope(&window)
+            let f = crate::measure::slope::fit(&window);
+            (f.slope_per_min(), f.r2)
         } else {
             (0.0, 0.0)
         };
@@ -156,59 +157,6 @@ impl MemorySeries {
             samples,
         })
     }
-}
-
-/// A least-squares line through samples: `mb = intercept + slope_per_s x s`.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Fit {
-    pub slope_per_s: f64,
-    pub intercept: f64,
-    pub r2: f64,
-}
-
-/// The least-squares fit of `(seconds, MB)` samples. Fewer than two distinct times give a flat
-/// line; a series with no variance has R² 0 (nothing to explain), never NaN.
-pub fn fit(samples: &[(f64, f64)]) -> Fit {
-    let n = samples.len() as f64;
-    if samples.is_empty() {
-        return Fit {
-            slope_per_s: 0.0,
-            intercept: 0.0,
-            r2: 0.0,
-        };
-    }
-    let mean_x = samples.iter().map(|s| s.0).sum::<f64>() / n;
-    let mean_y = samples.iter().map(|s| s.1).sum::<f64>() / n;
-    let (mut sxx, mut sxy, mut syy) = (0.0, 0.0, 0.0);
-    for &(x, y) in samples {
-        let (dx, dy) = (x - mean_x, y - mean_y);
-        sxx += dx * dx;
-        sxy += dx * dy;
-        syy += dy * dy;
-    }
-    // Relative tolerances: MB readings are large numbers with tiny noise.
-    let flat_x = sxx <= f64::EPSILON * n * mean_x.abs().max(1.0).powi(2);
-    let flat_y = syy <= f64::EPSILON * n * mean_y.abs().max(1.0).powi(2);
-    if flat_x || flat_y {
-        return Fit {
-            slope_per_s: 0.0,
-            intercept: mean_y,
-            r2: 0.0,
-        };
-    }
-    let slope = sxy / sxx;
-    let r2 = ((sxy * sxy) / (sxx * syy)).clamp(0.0, 1.0);
-    Fit {
-        slope_per_s: slope,
-        intercept: mean_y - slope * mean_x,
-        r2,
-    }
-}
-
-/// The slope of `(seconds, MB)` samples in MB per minute, and its R².
-pub fn fit_slope(samples: &[(f64, f64)]) -> (f64, f64) {
-    let f = fit(samples);
-    (f.slope_per_s * 60.0, f.r2)
 }
 
 /// Samples memory in the background until [`MemorySampler::stop`].

@@ -4,9 +4,10 @@
 //! Charts are drawn by plotters into inline SVG, so the page is one file that opens in a browser
 //! with no network and no scripts.
 
-use super::memory::{fit, MemorySeries};
+use super::memory::MemorySeries;
 use super::results::{Results, Section};
 use super::verdicts::{fmt_value, Status};
+use crate::measure::slope::fit;
 use anyhow::{anyhow, Context, Result};
 use plotters::coord::types::RangedCoordf64;
 use plotters::coord::Shift;

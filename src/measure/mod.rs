@@ -6,6 +6,8 @@
 //! [`Snapshot`] of it, and distributed runs merge snapshots exactly: counts add, histograms add
 //! bucket by bucket, per-turn samples concatenate.
 
+pub mod slope;
+
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::sync::Mutex;
