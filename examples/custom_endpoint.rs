@@ -9,8 +9,8 @@
 //! Goose's own command-line options all work here (`--users`, `--run-time`, `--report-file`, …).
 
 use goose::prelude::*;
-use phone_agent_load::plan::{AiMode, Overrides, RunPlan};
-use phone_agent_load::profile::Profile;
+use phone_agent_load::config::plan::{AiMode, Overrides, RunPlan};
+use phone_agent_load::config::profile::Profile;
 use phone_agent_load::scenarios::{api, webhooks, Shared};
 use std::sync::Arc;
 use std::time::Duration;

@@ -13,8 +13,8 @@ use phone_agent_load::analysis::api::merge_timings;
 use phone_agent_load::analysis::results::Results;
 use phone_agent_load::analysis::verdicts::Verdict;
 use phone_agent_load::analysis::{analyse, summary, PostRunHook, RunRecord};
-use phone_agent_load::plan::{AiMode, Overrides, RunPlan};
-use phone_agent_load::profile::{Band, Profile};
+use phone_agent_load::config::plan::{AiMode, Overrides, RunPlan};
+use phone_agent_load::config::profile::{Band, Profile};
 
 /// Judges the p99 of every `/webhooks/twilio/...` request together: Twilio gives up on a
 /// webhook after 15 s, but callers notice far sooner.

@@ -15,11 +15,11 @@ use phone_agent_load::analysis::report::render_html;
 use phone_agent_load::analysis::results::Results;
 use phone_agent_load::analysis::summary::summary_text;
 use phone_agent_load::analysis::verdicts::Status;
-use phone_agent_load::audio::decode_wav;
+use phone_agent_load::config::plan::{AiMode, Overrides, RunPlan};
+use phone_agent_load::config::profile::Profile;
 use phone_agent_load::gaggle::merge::{merge_parts, Part, RunData};
-use phone_agent_load::plan::{AiMode, Overrides, RunPlan};
-use phone_agent_load::profile::Profile;
-use phone_agent_load::twilio::Event;
+use phone_agent_load::protocol::wav::decode_wav;
+use phone_agent_load::protocol::Event;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 

@@ -5,8 +5,8 @@
 //! (Goose <= 0.18) and `--spawn-rate` (Locust) are aliases of Goose's `--increase-rate`.
 
 use crate::analysis::verdicts::Status;
+use crate::config::plan::AiMode;
 use crate::gaggle::{GaggleOptions, MergeArgs};
-use crate::plan::AiMode;
 use crate::simulator::ServeOptions;
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use goose::config::GooseConfiguration;
@@ -99,7 +99,7 @@ pub struct LoadOptions {
     /// How long an AI turn may take, from the end of the caller's speech to the end of the
     /// agent's answer, before it fails as "no answer within 15s" (stream mode; the call goes on).
     /// Seconds, or a span such as 1m
-    #[arg(long, value_name = "SPAN", default_value_t = crate::plan::DEFAULT_TURN_TIMEOUT.as_secs(), value_parser = turn_timeout)]
+    #[arg(long, value_name = "SPAN", default_value_t = crate::config::plan::DEFAULT_TURN_TIMEOUT.as_secs(), value_parser = turn_timeout)]
     pub turn_timeout: u64,
     /// Whether Goose's `--test-plan` was given (Goose keeps the plan itself private).
     #[arg(skip)]

@@ -24,17 +24,12 @@
 
 pub mod ai_model;
 pub mod analysis;
-pub mod audio;
 pub mod cli;
-pub mod console;
+pub mod config;
 pub mod gaggle;
-pub mod interrupt;
 pub mod measure;
-pub mod plan;
-pub mod profile;
+pub mod protocol;
 pub mod run;
 pub mod scenarios;
 pub mod simulator;
-pub mod target;
-pub mod twilio;
 pub mod webui;

@@ -6,11 +6,11 @@
 //! quit (Goose would otherwise stay up for an open browser tab), and each run started from the
 //! page gets the post-run hook — its summary, verdicts and its own results file — when it ends.
 
-use crate::analysis::memory::{MemorySampler, MemoryTarget};
 use crate::analysis::verdicts::Status;
 use crate::analysis::RunRecord;
+use crate::config::plan::RunPlan;
+use crate::measure::memory::{MemorySampler, MemoryTarget};
 use crate::measure::Measurements;
-use crate::plan::RunPlan;
 use anyhow::{bail, Context, Result};
 use goose::config::GooseConfiguration;
 use goose::metrics::GooseMetrics;

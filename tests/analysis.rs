@@ -5,13 +5,13 @@ use axum::routing::get;
 use goose::config::GooseConfiguration;
 use goose::metrics::{GooseMetrics, GooseRequestMetricAggregate, GooseRequestMetricTimingData, TimeBuckets};
 use goose::prelude::*;
-use phone_agent_load::analysis::memory::{MemoryReport, MemorySampler, MemorySeries, MemoryTarget};
 use phone_agent_load::analysis::results::{Results, Section};
 use phone_agent_load::analysis::verdicts::{judge, Status, Verdict};
 use phone_agent_load::analysis::{analyse, report, summary, PostRunHook, RunRecord};
+use phone_agent_load::config::plan::{AiMode, Overrides, RunPlan, Skips};
+use phone_agent_load::config::profile::{Profile, Thresholds};
+use phone_agent_load::measure::memory::{MemoryReport, MemorySampler, MemorySeries, MemoryTarget};
 use phone_agent_load::measure::{AiStats, Snapshot, StreamStats, Turn};
-use phone_agent_load::plan::{AiMode, Overrides, RunPlan, Skips};
-use phone_agent_load::profile::{Profile, Thresholds};
 use serde_json::Value;
 use std::collections::HashMap;
 use std::time::Duration;
@@ -604,7 +604,7 @@ impl PostRunHook for AddsFigureAndVerdict {
     fn after_run(&self, run: &RunRecord, results: &mut Results) -> anyhow::Result<()> {
         let p99 = run.goose.as_ref().map(|g| g.requests.len() as f64).unwrap_or(0.0);
         results.add_figure("rows", p99, "");
-        let band = phone_agent_load::profile::Band {
+        let band = phone_agent_load::config::profile::Band {
             warning: 1.0,
             critical: 2.0,
         };

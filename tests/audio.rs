@@ -2,8 +2,8 @@
 //! of WAVs written here by an independent writer (hound) or by hand (mu-law).
 
 use phone_agent_load::ai_model::UTTERANCES;
-use phone_agent_load::audio::{self, Utterance};
-use phone_agent_load::twilio::mulaw;
+use phone_agent_load::config::utterances::{self as audio, Utterance};
+use phone_agent_load::protocol::mulaw;
 use std::f64::consts::TAU;
 use std::path::{Path, PathBuf};
 

@@ -4,9 +4,9 @@
 
 use base64::Engine;
 use futures_util::{SinkExt, StreamExt};
+use phone_agent_load::protocol::mulaw;
+use phone_agent_load::protocol::twilio::{Event, Mark, MediaFormat, Start, Stop};
 use phone_agent_load::simulator::{self, RunningSimulator, ServeOptions};
-use phone_agent_load::twilio::mulaw;
-use phone_agent_load::twilio::protocol::{Event, Mark, MediaFormat, Start, Stop};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use std::future::Future;
@@ -1142,10 +1142,10 @@ async fn serve_on_a_taken_port_exits_1_naming_it() {
 
 /// RTF of each of the built-in utterances, spoken at once on separate calls.
 async fn rtf_per_utterance(addr: SocketAddr) -> Vec<(f64, f64)> {
-    let calls = phone_agent_load::audio::builtin()
+    let calls = phone_agent_load::config::utterances::builtin()
         .into_iter()
         .map(|u| async move {
-            let seconds = phone_agent_load::audio::duration(&u).as_secs_f64();
+            let seconds = phone_agent_load::config::utterances::duration(&u).as_secs_f64();
             let speech: Vec<Vec<u8>> = u.mulaw.chunks(160).map(<[u8]>::to_vec).collect();
             let mut caller = Caller::connect(addr).await;
             let heard = caller

@@ -7,14 +7,14 @@
 //! [`report::write_html`] then show and keep them.
 
 pub mod api;
-pub mod memory;
+
 pub mod report;
 pub mod results;
 pub mod sections;
 pub mod summary;
 pub mod verdicts;
 
-use crate::plan::RunPlan;
+use crate::config::plan::RunPlan;
 use results::{MemoryResults, Results, Section};
 use std::collections::BTreeMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -36,7 +36,7 @@ pub struct RunRecord {
     pub goose: Option<goose::metrics::GooseMetrics>,
     /// Streams and AI turns.
     pub measured: crate::measure::Snapshot,
-    pub memory: memory::MemoryReport,
+    pub memory: crate::measure::memory::MemoryReport,
     /// Failed requests by reason, as the console counted them (with the root cause Goose's
     /// errors leave out); a gaggle's are its workers' added up.
     pub failures_by_reason: BTreeMap<String, u64>,

@@ -4,9 +4,9 @@
 //! Charts are drawn by plotters into inline SVG, so the page is one file that opens in a browser
 //! with no network and no scripts.
 
-use super::memory::MemorySeries;
 use super::results::{Results, Section};
 use super::verdicts::{fmt_value, Status};
+use crate::measure::memory::MemorySeries;
 use crate::measure::slope::fit;
 use anyhow::{anyhow, Context, Result};
 use plotters::coord::types::RangedCoordf64;

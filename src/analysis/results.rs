@@ -4,11 +4,11 @@
 //! The key names are a contract with users' CI scripts (`r['api']['success']`), so every field
 //! named in SPEC §6 keeps its name; fields beyond it are additions.
 
-use super::memory::{MemoryReport, MemorySeries};
 use super::verdicts::{Status, Verdict};
 use super::RunRecord;
+use crate::config::plan::RunPlan;
+use crate::measure::memory::{MemoryReport, MemorySeries};
 use crate::measure::Snapshot;
-use crate::plan::RunPlan;
 use anyhow::{bail, Context, Result};
 use goose::metrics::{GooseErrorMetricAggregate, GooseMetrics, GooseRequestMetricAggregate};
 use goose::threshold::ThresholdResult;

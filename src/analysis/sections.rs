@@ -5,8 +5,8 @@
 
 use super::api::pct;
 use super::results::{AiResults, AvgP95, Percentiles, RtfStats, WebsocketResults};
+use crate::config::plan::AiMode;
 use crate::measure::{AiStats, StreamStats};
-use crate::plan::AiMode;
 
 /// The `websocket` section.
 pub fn websocket_section(s: &StreamStats) -> WebsocketResults {

@@ -1,9 +1,9 @@
 //! The console summary at the end of a run: each section in a few lines, memory with its slope
 //! and one-hour projection, and the verdict table with recommendations where a metric is off.
 
-use super::memory::MemorySeries;
 use super::results::{AiResults, ApiResults, Results, Section, WebsocketResults};
 use super::verdicts::{fmt_value, Status};
+use crate::measure::memory::MemorySeries;
 use std::fmt::Write;
 
 /// Prints [`summary_text`] to stdout.

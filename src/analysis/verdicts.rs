@@ -5,7 +5,7 @@
 //! warnings; for rates, where lower is worse, "> 99 %" is on target and 99 and 95 are warnings.
 
 use super::results::Results;
-use crate::profile::{Band, Thresholds};
+use crate::config::profile::{Band, Thresholds};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 

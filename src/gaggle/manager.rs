@@ -12,13 +12,13 @@ use super::protocol::{
     ToManager, ToWorker, WireUtterance, HANDSHAKE_TIMEOUT,
 };
 use super::{secs, shares, GaggleOptions, ManagerSettings};
-use crate::analysis::memory::MemorySampler;
 use crate::analysis::results::{RawData, RawGoose};
 use crate::analysis::PostRunHook;
 use crate::cli::LoadOptions;
-use crate::interrupt;
+use crate::config::plan::RunPlan;
+use crate::measure::memory::MemorySampler;
 use crate::measure::Snapshot;
-use crate::plan::RunPlan;
+use crate::run::interrupt;
 use crate::run::{self, Prepared};
 use anyhow::{anyhow, bail, Context, Result};
 use goose::config::GooseConfiguration;
@@ -278,7 +278,7 @@ async fn start(
     prepared: &Prepared,
     load: &LoadOptions,
     goose: &GooseConfiguration,
-    shares: &[crate::plan::UserCounts],
+    shares: &[crate::config::plan::UserCounts],
 ) -> Result<()> {
     let total = prepared.plan.users.total();
     let rate = spawn_rate(prepared, goose);

@@ -9,11 +9,11 @@
 
 use super::MergeArgs;
 use crate::analysis::api::merge_timings;
-use crate::analysis::memory::{MemoryReport, MemorySeries};
 use crate::analysis::results::{self, RawData, RawGoose, Results, WorkerResult};
 use crate::analysis::{PostRunHook, RunRecord};
+use crate::config::plan::{RunPlan, UserCounts};
+use crate::measure::memory::{MemoryReport, MemorySeries};
 use crate::measure::{Snapshot, Turn};
-use crate::plan::{RunPlan, UserCounts};
 use anyhow::{bail, Context, Result};
 use chrono::{DateTime, Utc};
 use goose::goose::GooseMethod;

@@ -11,8 +11,8 @@
 use super::merge::RunData;
 use crate::analysis::results::RawGoose;
 use crate::analysis::verdicts::Status;
+use crate::config::plan::RunPlan;
 use crate::measure::Snapshot;
-use crate::plan::RunPlan;
 use anyhow::{anyhow, bail, Context, Result};
 use base64::Engine;
 use goose::config::{GooseConfiguration, Scenarios};
@@ -92,18 +92,18 @@ pub struct WireUtterance {
 }
 
 impl WireUtterance {
-    pub fn encode(u: &crate::audio::Utterance) -> WireUtterance {
+    pub fn encode(u: &crate::config::utterances::Utterance) -> WireUtterance {
         WireUtterance {
             text: u.text.clone(),
             mulaw_base64: base64::engine::general_purpose::STANDARD.encode(&u.mulaw),
         }
     }
 
-    pub fn decode(&self) -> Result<crate::audio::Utterance> {
+    pub fn decode(&self) -> Result<crate::config::utterances::Utterance> {
         let mulaw = base64::engine::general_purpose::STANDARD
             .decode(&self.mulaw_base64)
             .with_context(|| format!("utterance '{}': bad audio", self.text))?;
-        Ok(crate::audio::Utterance {
+        Ok(crate::config::utterances::Utterance {
             text: self.text.clone(),
             mulaw,
         })
@@ -476,7 +476,7 @@ fn same_secret(a: &str, b: &str) -> bool {
 /// The scenarios this build registers (in both AI modes), each with its transactions:
 /// "name: t1, t2, ...".
 pub fn scenario_set() -> Result<Vec<String>> {
-    use crate::plan::AiMode;
+    use crate::config::plan::AiMode;
     use crate::scenarios::{ai_call, api, media_stream, webhooks, Shared};
     let builders = [
         api::api_user,
@@ -486,13 +486,13 @@ pub fn scenario_set() -> Result<Vec<String>> {
         ai_call::ai_call,
     ];
     // Something to say, so the stream-mode AI call builds.
-    let utterance = crate::audio::Utterance {
+    let utterance = crate::config::utterances::Utterance {
         text: "Ja.".into(),
         mulaw: vec![0xff; 160],
     };
     let mut set = Vec::new();
     for mode in [AiMode::Stream, AiMode::Mock] {
-        let profile = crate::profile::Profile::load("quick")?;
+        let profile = crate::config::profile::Profile::load("quick")?;
         let shared = Arc::new(Shared {
             plan: RunPlan::new(profile, &Default::default(), mode, false)?,
             measurements: Default::default(),

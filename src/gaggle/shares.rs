@@ -1,7 +1,7 @@
 //! How a run's load is split over the workers: users per kind, the hatch rate and the request
 //! throttle, so that every worker carries about the same load and all finish their ramp together.
 
-use crate::plan::UserCounts;
+use crate::config::plan::UserCounts;
 use anyhow::{bail, Result};
 
 /// Splits each kind's users over `n` workers: an equal share each, and the remainders handed out

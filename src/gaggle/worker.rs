@@ -14,9 +14,9 @@ use crate::analysis::results::{self, RawGoose};
 use crate::analysis::verdicts::Status;
 use crate::analysis::RunRecord;
 use crate::cli::LoadOptions;
-use crate::interrupt;
+use crate::config::plan::AiMode;
 use crate::measure::Measurements;
-use crate::plan::AiMode;
+use crate::run::interrupt;
 use crate::run::{self, Prepared};
 use anyhow::{anyhow, bail, Context, Result};
 use futures_util::{SinkExt, StreamExt};
@@ -116,7 +116,7 @@ fn refuse_load_options(load: &LoadOptions, goose: &GooseConfiguration) -> Result
         ),
         (load.no_wait, "--no-wait"),
         (
-            load.turn_timeout != crate::plan::DEFAULT_TURN_TIMEOUT.as_secs(),
+            load.turn_timeout != crate::config::plan::DEFAULT_TURN_TIMEOUT.as_secs(),
             "--turn-timeout",
         ),
         (load.fail_on != Status::Critical, "--fail-on"),
@@ -276,7 +276,7 @@ async fn prepare(a: &Assignment, own: &LoadOptions, own_goose: &GooseConfigurati
     if !a.utterances.is_empty() {
         p.utterances = Arc::new(a.utterances.iter().map(|u| u.decode()).collect::<Result<_>>()?);
     } else if speaks && p.utterances.is_empty() {
-        p.utterances = Arc::new(crate::audio::builtin());
+        p.utterances = Arc::new(crate::config::utterances::builtin());
     }
     Ok(p)
 }
@@ -311,7 +311,7 @@ async fn accompany(
                     elapsed_s: started.elapsed().as_secs_f64(),
                     goose,
                     measured: measurements.snapshot(),
-                    failures_by_reason: crate::console::peek_tally(),
+                    failures_by_reason: crate::run::console::peek_tally(),
                 })));
             }
             ev = events.recv(), if lost.is_none() => match ev.map(|e| e.msg) {

@@ -6,6 +6,7 @@
 //! [`Snapshot`] of it, and distributed runs merge snapshots exactly: counts add, histograms add
 //! bucket by bucket, per-turn samples concatenate.
 
+pub mod memory;
 pub mod slope;
 
 use serde::{Deserialize, Serialize};

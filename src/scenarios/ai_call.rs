@@ -21,10 +21,10 @@
 use super::call::{self, Flow, Heard, Line, Names, Record, Script, SLICE};
 use super::Shared;
 use crate::ai_model::{self, StageLatencies};
-use crate::audio::Utterance;
+use crate::config::plan::AiMode;
+use crate::config::utterances::Utterance;
 use crate::measure::{AiStats, Measurements, Turn};
-use crate::plan::AiMode;
-use crate::twilio::mulaw::FRAME_BYTES;
+use crate::protocol::mulaw::FRAME_BYTES;
 use goose::prelude::*;
 use rand::seq::IndexedRandom;
 use std::sync::Arc;
@@ -521,7 +521,7 @@ pub fn ai_call(shared: &Arc<Shared>) -> Result<Scenario, GooseError> {
 mod tests {
     use super::*;
 
-    const TURN_TIMEOUT: Duration = crate::plan::DEFAULT_TURN_TIMEOUT;
+    const TURN_TIMEOUT: Duration = crate::config::plan::DEFAULT_TURN_TIMEOUT;
 
     fn conversation(speech_bytes: usize) -> Conversation {
         Conversation {

@@ -33,7 +33,7 @@
 //!
 //! A request that gets no answer (refused, reset, timed out) keeps Goose's error ("error sending
 //! request ...: operation timed out"). Every failure is counted on the console under its reason
-//! ([`crate::console`]).
+//! ([`crate::run::console`]).
 
 use super::data::{self, weighted_choice, CALLS_PATH};
 use super::Shared;
@@ -371,7 +371,7 @@ async fn read_body(mut response: reqwest::Response, keep: bool) -> Result<Vec<u8
 /// its root cause ("truncated body: end of file before message length reached"). (Goose's
 /// client decodes gzip, so reqwest calls every body error a decode error: the cause tells.)
 fn body_failure(e: &reqwest::Error) -> Cow<'static, str> {
-    let cause = crate::console::transport_reason(e);
+    let cause = crate::run::console::transport_reason(e);
     if e.is_timeout() {
         Cow::Owned(cause)
     } else {
@@ -426,7 +426,7 @@ fn settle<T>(
 /// A request that got no answer: Goose has recorded it; the console counts it by its cause; the
 /// transaction fails.
 fn request_failed(request: GooseRequestMetric, e: &reqwest::Error) -> Box<TransactionError> {
-    crate::console::count_transport(e);
+    crate::run::console::count_transport(e);
     Box::new(TransactionError::RequestFailed {
         raw_request: Box::new(request),
     })
@@ -440,7 +440,7 @@ fn fail(
     request: &mut GooseRequestMetric,
     reason: Cow<'static, str>,
 ) -> Box<TransactionError> {
-    crate::console::count(&reason);
+    crate::run::console::count(&reason);
     if request.success {
         // Always an `Err` (the request's); the transaction's below carries the reason too.
         let _ = user.set_failure(&reason, request, None, None);

@@ -17,7 +17,7 @@
 //!
 //! Every way a call can go wrong ends that call (never the user, never the run) with one failed
 //! row under the call's name in Goose's reports, its reason one of a small fixed set of texts,
-//! counted on the console ([`crate::console::count`]) and in the run's stream errors; then the
+//! counted on the console ([`crate::run::console::count`]) and in the run's stream errors; then the
 //! user dials again after a back-off ([`BACKOFF_MIN`] doubling to [`BACKOFF_MAX`]), so a broken
 //! agent is never hammered.
 //!
@@ -39,9 +39,9 @@
 //! - A send that cannot complete within 5 s (the agent stopped reading): `timeout`.
 
 use crate::measure::{Measurements, StreamStats, LATE_FRAME_US};
+use crate::protocol::mulaw::{FRAME_BYTES, SILENCE};
+use crate::protocol::twilio::{self, Event, MediaFormat};
 use crate::scenarios::Shared;
-use crate::twilio::mulaw::{FRAME_BYTES, SILENCE};
-use crate::twilio::protocol::{self, Event, MediaFormat};
 use base64::Engine;
 use bytes::{BufMut, BytesMut};
 use futures_util::{SinkExt, StreamExt};
@@ -59,7 +59,7 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use url::Url;
 
 /// Media Streams' frame period.
-pub const FRAME: Duration = Duration::from_millis(crate::twilio::mulaw::FRAME_MS);
+pub const FRAME: Duration = Duration::from_millis(crate::protocol::mulaw::FRAME_MS);
 /// The longest stretch of a call one transaction streams: how soon a stopping user hangs up.
 pub const SLICE: Duration = Duration::from_secs(1);
 /// Longest wait for the WebSocket handshake.
@@ -144,7 +144,7 @@ impl Failure {
     fn binary() -> Failure {
         Failure {
             close: Some(CloseCode::Unsupported),
-            ..Failure::protocol(protocol::ProtocolError::Binary)
+            ..Failure::protocol(twilio::ProtocolError::Binary)
         }
     }
 
@@ -192,7 +192,7 @@ impl Record {
     }
 
     pub fn failed(method: &'static str, name: &'static str, took: Duration, f: &Failure) -> Record {
-        crate::console::count(&format!("{method} {name}: {}", f.reason));
+        crate::run::console::count(&format!("{method} {name}: {}", f.reason));
         Record {
             method,
             name,
@@ -484,7 +484,7 @@ impl Call {
         self.seq = 1;
         let start = Event::Start {
             sequence_number: self.seq,
-            start: protocol::Start {
+            start: twilio::Start {
                 account_sid: self.account_sid.clone(),
                 stream_sid: self.stream_sid.clone(),
                 call_sid: self.call_sid.clone(),
@@ -685,7 +685,7 @@ impl Call {
             self.seq += 1;
             let echo = Event::Mark {
                 sequence_number: Some(self.seq),
-                mark: protocol::Mark { name },
+                mark: twilio::Mark { name },
                 stream_sid: self.stream_sid.clone(),
             };
             self.send_text(echo.to_json()).await?;
@@ -725,7 +725,7 @@ impl Call {
         self.seq += 1;
         let stop = Event::Stop {
             sequence_number: self.seq,
-            stop: protocol::Stop {
+            stop: twilio::Stop {
                 account_sid: self.account_sid.clone(),
                 call_sid: self.call_sid.clone(),
             },
@@ -778,12 +778,12 @@ fn payload_len(payload: &str) -> Result<usize, Failure> {
     Ok(b.len() / 4 * 3 - pad)
 }
 
-fn parse_failure(e: protocol::ProtocolError) -> Failure {
+fn parse_failure(e: twilio::ProtocolError) -> Failure {
     match e {
         // A few fixed phrases ("not JSON", "bad 'media' event"): one row per kind.
-        protocol::ProtocolError::Malformed(why) => Failure::protocol(why),
-        protocol::ProtocolError::UnknownEvent(name) => Failure::unknown_event(&name),
-        protocol::ProtocolError::Binary => Failure::binary(),
+        twilio::ProtocolError::Malformed(why) => Failure::protocol(why),
+        twilio::ProtocolError::UnknownEvent(name) => Failure::unknown_event(&name),
+        twilio::ProtocolError::Binary => Failure::binary(),
     }
 }
 

@@ -11,9 +11,9 @@ pub mod data;
 pub mod media_stream;
 pub mod webhooks;
 
-use crate::audio::Utterance;
+use crate::config::plan::RunPlan;
+use crate::config::utterances::Utterance;
 use crate::measure::Measurements;
-use crate::plan::RunPlan;
 use goose::prelude::*;
 use std::sync::Arc;
 

@@ -33,7 +33,7 @@ use super::api::detail;
 use super::stats::Fault;
 use super::voice::{self, Answer, Vad, VadEvent};
 use super::Sim;
-use crate::twilio::{mulaw, Event, ProtocolError};
+use crate::protocol::{mulaw, Event, ProtocolError};
 use axum::extract::{Path, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -796,7 +796,7 @@ impl Session {
             .collect();
         let mark = Event::Mark {
             sequence_number: None,
-            mark: crate::twilio::protocol::Mark {
+            mark: crate::protocol::twilio::Mark {
                 name: format!("answer-{}", self.answers),
             },
             stream_sid: self.stream_sid.clone(),
@@ -1050,7 +1050,7 @@ mod tests {
 
     #[test]
     fn bad_messages_are_what_they_say() {
-        use crate::twilio::ProtocolError::{Malformed, UnknownEvent};
+        use crate::protocol::ProtocolError::{Malformed, UnknownEvent};
         let sim = Arc::new(Sim::new(
             super::super::ServeOptions::for_tests(),
             "127.0.0.1:1".parse().unwrap(),

@@ -8,7 +8,7 @@
 //! on the audio itself or, if the caller stops sending, on the wall clock.
 
 use crate::ai_model;
-use crate::twilio::mulaw;
+use crate::protocol::mulaw;
 use base64::Engine;
 use std::sync::LazyLock;
 use std::time::{Duration, Instant};

@@ -10,10 +10,10 @@ use std::time::Duration;
 
 /// The built-in profiles, by name, with their files' text.
 pub const BUILT_IN: [(&str, &str); 4] = [
-    ("quick", include_str!("../scenarios/quick.toml")),
-    ("standard", include_str!("../scenarios/standard.toml")),
-    ("stress", include_str!("../scenarios/stress.toml")),
-    ("soak", include_str!("../scenarios/soak.toml")),
+    ("quick", include_str!("../../scenarios/quick.toml")),
+    ("standard", include_str!("../../scenarios/standard.toml")),
+    ("stress", include_str!("../../scenarios/stress.toml")),
+    ("soak", include_str!("../../scenarios/soak.toml")),
 ];
 
 /// More users of one kind than this in one process is a typo, not a load test.

@@ -4,14 +4,18 @@
 //! Every option and file is checked before any load starts; once the attack has started, the
 //! results are always written — at its end, on Ctrl-C, or when a threshold aborts it.
 
+pub mod console;
+pub mod interrupt;
+pub mod target;
+
 use crate::analysis::verdicts::Status;
-use crate::analysis::{self, memory::MemorySampler, memory::MemoryTarget, PostRunHook, RunRecord};
+use crate::analysis::{self, PostRunHook, RunRecord};
 use crate::cli::LoadOptions;
-use crate::interrupt;
+
+use crate::config::plan::{AiMode, RunPlan};
+use crate::measure::memory::{MemorySampler, MemoryTarget};
 use crate::measure::Measurements;
-use crate::plan::{AiMode, RunPlan};
 use crate::scenarios::{self, Shared};
-use crate::target::{self, SimulatorProcess};
 use crate::webui::{self, WebUi};
 use anyhow::{Context, Result};
 use goose::config::GooseConfiguration;
@@ -19,6 +23,7 @@ use goose::prelude::*;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use target::SimulatorProcess;
 
 /// Runs a load test as the command line describes; returns the exit status.
 pub async fn run(load: LoadOptions, goose: GooseConfiguration) -> i32 {
@@ -66,8 +71,8 @@ pub fn conclude(
 ) -> i32 {
     // A run started from the web UI leaves its failures in the console's tally.
     let mut failures = record.failures_by_reason.clone();
-    crate::measure::merge_counts(&mut failures, &crate::console::take_tally());
-    crate::console::print_table(&failures);
+    crate::measure::merge_counts(&mut failures, &crate::run::console::take_tally());
+    crate::run::console::print_table(&failures);
     let mut results = analysis::analyse(record, hooks);
     results.failures_by_reason = failures;
     results.set_fail_on(fail_on);
@@ -98,7 +103,7 @@ pub struct Prepared {
     pub host: String,
     pub simulator: Option<SimulatorProcess>,
     pub memory_target: Option<MemoryTarget>,
-    pub utterances: Arc<Vec<crate::audio::Utterance>>,
+    pub utterances: Arc<Vec<crate::config::utterances::Utterance>>,
     /// The web UI, unless `--headless`.
     pub webui: Option<WebUi>,
     /// Where the scenarios measure, if the caller wants to read it while the attack runs (gaggle
@@ -111,7 +116,7 @@ pub async fn prepare(load: &LoadOptions, goose: GooseConfiguration) -> Result<Pr
     let mut goose = goose;
     // Before the console takes the Goose log's path out of the configuration.
     crate::cli::check_goose_outputs(&goose, load.output.as_deref())?;
-    let console_ours = crate::console::install(&mut goose)?;
+    let console_ours = crate::run::console::install(&mut goose)?;
     let webui = webui::configure(&mut goose, load.headless)?;
     if let Some(ui) = &webui {
         ui.check_port()?;
@@ -122,8 +127,8 @@ pub async fn prepare(load: &LoadOptions, goose: GooseConfiguration) -> Result<Pr
     }
     let speaks = plan.users.ai_calls > 0 && plan.ai_mode == AiMode::Stream;
     let utterances = match (&load.audio_dir, speaks) {
-        (Some(dir), _) => crate::audio::load_dir(dir).context("--audio-dir")?,
-        (None, true) => crate::audio::builtin(),
+        (Some(dir), _) => crate::config::utterances::load_dir(dir).context("--audio-dir")?,
+        (None, true) => crate::config::utterances::builtin(),
         (None, false) => Vec::new(),
     };
     let needs_server = plan.users.api_total() + plan.users.media_streams > 0 || speaks;
@@ -278,7 +283,7 @@ async fn attack_session(
         goose: goose_metrics,
         measured: measurements.snapshot(),
         memory,
-        failures_by_reason: crate::console::take_tally(),
+        failures_by_reason: crate::run::console::take_tally(),
     };
     (record, page_runs)
 }
@@ -323,7 +328,7 @@ async fn check_goose_options(
     goose: &GooseConfiguration,
     plan: &RunPlan,
     test_plan_given: bool,
-    utterances: &[crate::audio::Utterance],
+    utterances: &[crate::config::utterances::Utterance],
 ) -> Result<()> {
     if goose.verbose > 0 && goose.quiet > 0 {
         anyhow::bail!("--verbose and --quiet contradict each other: give one or the other");
@@ -340,12 +345,12 @@ async fn check_goose_options(
     // Its warnings too: the real attack gives them again. (Goose resets the log level as it
     // starts, so the console drops them.)
     let level = log::max_level();
-    crate::console::hush(true);
+    crate::run::console::hush(true);
     let checked = match goose_attack(cfg, plan, "", test_plan_given, &shared) {
         Ok(attack) => attack.execute().await.map(drop),
         Err(e) => Err(e),
     };
-    crate::console::hush(false);
+    crate::run::console::hush(false);
     log::set_max_level(level);
     match checked {
         // Reached the host check: every option before it passed.

@@ -3,7 +3,7 @@
 //! The scenarios are built from a [`RunPlan`], and the post-run analysis reads it back, so the
 //! numbers a run reports are the numbers it ran with.
 
-use crate::profile::Profile;
+use crate::config::profile::Profile;
 use anyhow::{bail, Result};
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
@@ -97,9 +97,9 @@ impl RunPlan {
                 Some(n) if skip => {
                     bail!("{option} {n} and {skip_option} contradict each other: give one or the other")
                 }
-                Some(n) if n > crate::profile::MAX_USERS => bail!(
+                Some(n) if n > crate::config::profile::MAX_USERS => bail!(
                     "{option} {n} is more than one run can start (at most {}; use a gaggle)",
-                    crate::profile::MAX_USERS
+                    crate::config::profile::MAX_USERS
                 ),
                 _ => {}
             }
@@ -118,10 +118,10 @@ impl RunPlan {
         let (api, ws, ai) = match o.users {
             None => (api, ws, ai),
             Some(0) => bail!("--users must be at least 1"),
-            Some(n) if n > crate::profile::MAX_USERS => {
+            Some(n) if n > crate::config::profile::MAX_USERS => {
                 bail!(
                     "--users {n} is more than one run can start (at most {}; use a gaggle)",
-                    crate::profile::MAX_USERS
+                    crate::config::profile::MAX_USERS
                 )
             }
             Some(n) => {

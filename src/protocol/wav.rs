@@ -1,105 +1,25 @@
-//! The caller's speech: the twelve German utterances shipped as mu-law, or the user's own WAVs.
+//! WAV files as Twilio's phone audio: any common WAV (PCM 8/16/24/32-bit, float 32/64-bit,
+//! mu-law, A-law; any rate and channel count) downmixed, resampled to 8 kHz with rubato and
+//! encoded as G.711 mu-law.
 //!
-//! The shipped files (`scenarios/audio/NN.wav`, made by `scripts/gen-audio`) are compiled in.
-//! A user's `--audio-dir` may hold WAVs in any common encoding, rate and channel count; they are
-//! downmixed, resampled to 8 kHz with rubato and encoded as G.711 mu-law, Twilio's phone audio.
-//! WAV bytes are untrusted: the small RIFF parser below bounds every length and never panics.
+//! WAV bytes are untrusted (a user's `--audio-dir`, a gaggle manager's recordings): the small
+//! RIFF parser below bounds every length and never panics.
 
-use crate::ai_model::UTTERANCES;
-use crate::twilio::mulaw;
-use anyhow::{anyhow, bail, Context, Result};
+use super::mulaw;
+use anyhow::{bail, Context, Result};
 use rubato::audioadapter_buffers::direct::InterleavedSlice;
 use rubato::{Async, Fft, FixedAsync, FixedSync, Resampler, SincInterpolationParameters};
-use std::collections::HashMap;
-use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
-use std::time::Duration;
 
-/// One thing the caller says, as 8 kHz mu-law audio.
-#[derive(Debug, Clone)]
-pub struct Utterance {
-    /// What is said (the file name for a user's own recordings).
-    pub text: String,
-    /// 8 kHz mono mu-law bytes (160 per 20 ms).
-    pub mulaw: Vec<u8>,
-}
-
-/// The shortest recording `load_dir` accepts: anything shorter is not an utterance.
-pub const MIN_DURATION: Duration = Duration::from_millis(100);
-/// The longest recording `load_dir` accepts: a caller's turn, not a whole call.
-pub const MAX_DURATION: Duration = Duration::from_secs(60);
-
-/// An optional file in an audio dir giving each recording's text: `stem<TAB>text` per line.
-pub const TEXTS_FILE: &str = "utterances.txt";
-
-/// The output rate: telephone audio.
+/// The output rate: one mu-law byte per 8 kHz sample.
 const RATE_OUT: u32 = mulaw::SAMPLE_RATE;
 /// Input rates outside this range are not audio recordings (and would make resampling huge).
 const RATE_RANGE: std::ops::RangeInclusive<u32> = 1_000..=768_000;
 /// More channels than any real recording has: a header claiming more is lying.
 const MAX_CHANNELS: usize = 64;
 
-const BUILTIN_WAVS: [&[u8]; 12] = [
-    include_bytes!("../scenarios/audio/01.wav"),
-    include_bytes!("../scenarios/audio/02.wav"),
-    include_bytes!("../scenarios/audio/03.wav"),
-    include_bytes!("../scenarios/audio/04.wav"),
-    include_bytes!("../scenarios/audio/05.wav"),
-    include_bytes!("../scenarios/audio/06.wav"),
-    include_bytes!("../scenarios/audio/07.wav"),
-    include_bytes!("../scenarios/audio/08.wav"),
-    include_bytes!("../scenarios/audio/09.wav"),
-    include_bytes!("../scenarios/audio/10.wav"),
-    include_bytes!("../scenarios/audio/11.wav"),
-    include_bytes!("../scenarios/audio/12.wav"),
-];
-
-/// The twelve shipped utterances (`ai_model::UTTERANCES` spoken by espeak-ng), decoded once.
-pub fn builtin() -> Vec<Utterance> {
-    static BUILTIN: OnceLock<Vec<Utterance>> = OnceLock::new();
-    BUILTIN
-        .get_or_init(|| {
-            UTTERANCES
-                .iter()
-                .zip(BUILTIN_WAVS)
-                .map(|(text, wav)| Utterance {
-                    text: text.to_string(),
-                    // The files are part of the build and a test decodes them: this cannot fail.
-                    mulaw: decode_wav(wav).expect("shipped audio decodes"),
-                })
-                .collect()
-        })
-        .clone()
-}
-
-/// How long an utterance takes to play at 8 kHz.
-pub fn duration(u: &Utterance) -> Duration {
-    // One mu-law byte is one 8 kHz sample: 125 us.
-    Duration::from_micros(u.mulaw.len() as u64 * 1_000_000 / RATE_OUT as u64)
-}
-
-/// The user's recordings for `--audio-dir`: every `*.wav` in `dir`, sorted by file name.
-///
-/// The text of each is its line in `dir/utterances.txt` if there is one, else the file stem.
-/// Every problem is an error naming the file, so a bad directory fails before a run starts.
-pub fn load_dir(dir: &Path) -> Result<Vec<Utterance>> {
-    let files = wav_files(dir)?;
-    let texts = read_texts(dir)?;
-    files
-        .iter()
-        .map(|path| {
-            let stem = path
-                .file_stem()
-                .unwrap_or_default()
-                .to_string_lossy()
-                .into_owned();
-            let text = texts.get(&stem).cloned().unwrap_or(stem);
-            Ok(Utterance {
-                text,
-                mulaw: load_file(path)?,
-            })
-        })
-        .collect()
+/// The length of a WAV's audio in seconds, from its header alone (before any costly decoding).
+pub fn duration_secs(bytes: &[u8]) -> Result<f64> {
+    Ok(Wav::parse(bytes)?.duration_secs())
 }
 
 /// Any WAV (PCM 8/16/24/32-bit, float 32/64-bit, mu-law, A-law; any rate and channel count)
@@ -108,79 +28,6 @@ pub fn decode_wav(bytes: &[u8]) -> Result<Vec<u8>> {
     let wav = Wav::parse(bytes)?;
     let samples = resample(wav.mono_samples(), wav.format.sample_rate)?;
     Ok(samples.iter().map(|&s| mulaw::encode(to_i16(s))).collect())
-}
-
-fn wav_files(dir: &Path) -> Result<Vec<PathBuf>> {
-    let shown = dir.display();
-    let meta = std::fs::metadata(dir).map_err(|e| match e.kind() {
-        std::io::ErrorKind::NotFound => anyhow!("audio dir {shown} does not exist"),
-        _ => anyhow!("audio dir {shown}: {e}"),
-    })?;
-    if !meta.is_dir() {
-        bail!("audio dir {shown} is not a directory");
-    }
-    let mut files = Vec::new();
-    let unreadable = |e: std::io::Error| anyhow!("audio dir {shown}: cannot read: {e}");
-    for entry in std::fs::read_dir(dir).map_err(unreadable)? {
-        let path = entry.map_err(unreadable)?.path();
-        let is_wav = path.extension().is_some_and(|e| e.eq_ignore_ascii_case("wav"));
-        // Not `is_file()`: a dangling link must be reported, not silently skipped.
-        if is_wav && !path.is_dir() {
-            files.push(path);
-        }
-    }
-    if files.is_empty() {
-        bail!("audio dir {shown} has no .wav files");
-    }
-    files.sort();
-    Ok(files)
-}
-
-/// `dir/utterances.txt` as stem -> text; empty when the file is absent.
-fn read_texts(dir: &Path) -> Result<HashMap<String, String>> {
-    let path = dir.join(TEXTS_FILE);
-    let content = match std::fs::read_to_string(&path) {
-        Ok(content) => content,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(HashMap::new()),
-        Err(e) => bail!("{}: cannot read: {e}", path.display()),
-    };
-    let mut texts = HashMap::new();
-    for (n, line) in content.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
-        let Some((stem, text)) = line.split_once('\t') else {
-            bail!("{}:{}: expected `name<TAB>text`", path.display(), n + 1);
-        };
-        texts.insert(stem.trim().to_string(), text.trim().to_string());
-    }
-    Ok(texts)
-}
-
-fn load_file(path: &Path) -> Result<Vec<u8>> {
-    let shown = path.display();
-    let bytes = std::fs::read(path).map_err(|e| anyhow!("{shown}: cannot read: {e}"))?;
-    decode_checked(&bytes).map_err(|e| anyhow!("{shown}: {e:#}"))
-}
-
-/// `decode_wav` with `load_dir`'s rules: a non-empty file of a plausible utterance's length.
-fn decode_checked(bytes: &[u8]) -> Result<Vec<u8>> {
-    if bytes.is_empty() {
-        bail!("the file is empty");
-    }
-    let wav = Wav::parse(bytes)?;
-    // Judged from the header, before the costly resampling of a file that is too long.
-    let secs = wav.duration_secs();
-    if secs < MIN_DURATION.as_secs_f64() {
-        bail!(
-            "too short: {secs:.3} s of audio (at least {} ms)",
-            MIN_DURATION.as_millis()
-        );
-    }
-    if secs > MAX_DURATION.as_secs_f64() {
-        bail!(
-            "too long: {secs:.1} s of audio (at most {} s)",
-            MAX_DURATION.as_secs()
-        );
-    }
-    decode_wav(bytes)
 }
 
 /// How the samples of a WAV's data chunk are stored.
@@ -456,12 +303,12 @@ fn u32_le(b: &[u8]) -> u32 {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use proptest::prelude::*;
 
     /// A canonical 44-byte-header WAV around `data`.
-    fn wav(tag: u16, channels: u16, rate: u32, bits: u16, data: &[u8]) -> Vec<u8> {
+    pub(crate) fn wav(tag: u16, channels: u16, rate: u32, bits: u16, data: &[u8]) -> Vec<u8> {
         let align = channels * bits.div_ceil(8);
         let mut out = Vec::new();
         out.extend_from_slice(b"RIFF");
@@ -478,15 +325,6 @@ mod tests {
         out.extend_from_slice(&(data.len() as u32).to_le_bytes());
         out.extend_from_slice(data);
         out
-    }
-
-    #[test]
-    fn duration_counts_8khz_samples() {
-        let u = Utterance {
-            text: String::new(),
-            mulaw: vec![mulaw::SILENCE; 12_345],
-        };
-        assert_eq!(duration(&u), Duration::from_micros(12_345 * 125));
     }
 
     #[test]
@@ -583,26 +421,6 @@ mod tests {
             .collect();
         let out = decode_wav(&wav(1, 1, rate, 16, &data)).unwrap();
         assert!(out.len().abs_diff(8_000) <= 1, "{}", out.len());
-    }
-
-    #[test]
-    fn load_rules_bound_the_duration() {
-        let short = wav(7, 1, 8_000, 8, &[0x80; 799]);
-        assert!(decode_checked(&short)
-            .unwrap_err()
-            .to_string()
-            .contains("too short"));
-        assert_eq!(
-            decode_checked(&wav(7, 1, 8_000, 8, &[0x80; 800])).unwrap().len(),
-            800
-        );
-        // A header can claim 61 s of audio cheaply: 2 channels of 32-bit floats at 1 kHz...
-        let long = wav(3, 2, 1_000, 32, &vec![0; 8 * 61_000]);
-        assert!(decode_checked(&long)
-            .unwrap_err()
-            .to_string()
-            .contains("too long: 61.0 s"));
-        assert!(decode_checked(&[]).unwrap_err().to_string().contains("empty"));
     }
 
     proptest! {
