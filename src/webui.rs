@@ -7,10 +7,10 @@
 //! page gets the post-run hook — its summary, verdicts and its own results file — when it ends.
 
 use crate::analysis::verdicts::Status;
-use crate::analysis::RunRecord;
 use crate::config::plan::RunPlan;
 use crate::measure::memory::{MemorySampler, MemoryTarget};
 use crate::measure::Measurements;
+use crate::run::RunRecord;
 use anyhow::{bail, Context, Result};
 use goose::config::GooseConfiguration;
 use goose::metrics::GooseMetrics;
@@ -143,6 +143,8 @@ pub struct SessionRuns {
 /// Follows the dashboard while the attack runs.
 pub struct Watcher {
     task: tokio::task::JoinHandle<()>,
+    /// Whether runs started from the page are concluded here (`--no-autostart`).
+    concludes: bool,
     /// The worst exit status of the runs concluded from the page.
     worst: Arc<AtomicI32>,
     runs: Arc<AtomicI32>,
@@ -152,17 +154,26 @@ impl Watcher {
     pub fn start(ui: WebUi, session: Option<SessionRuns>) -> Watcher {
         let worst = Arc::new(AtomicI32::new(0));
         let runs = Arc::new(AtomicI32::new(0));
+        let concludes = session.is_some();
         let task = tokio::spawn(watch(ui, session, worst.clone(), runs.clone()));
-        Watcher { task, worst, runs }
+        Watcher {
+            task,
+            concludes,
+            worst,
+            runs,
+        }
     }
 
-    /// Stops watching; returns (runs concluded from the page, their worst exit status).
-    pub fn stop(self) -> (i32, i32) {
+    /// Stops watching; returns the runs concluded from the page and their worst exit status
+    /// (None when the page's runs are not concluded here: an autostarted run).
+    pub fn stop(self) -> Option<(i32, i32)> {
         self.task.abort();
-        (
-            self.runs.load(Ordering::SeqCst),
-            self.worst.load(Ordering::SeqCst),
-        )
+        self.concludes.then(|| {
+            (
+                self.runs.load(Ordering::SeqCst),
+                self.worst.load(Ordering::SeqCst),
+            )
+        })
     }
 }
 
@@ -189,6 +200,7 @@ async fn watch(ui: WebUi, session: Option<SessionRuns>, worst: Arc<AtomicI32>, r
         if running && !was_running {
             if let Some(s) = &session {
                 s.measurements.take();
+                s.measurements.failures.take();
                 let sampler = MemorySampler::start(s.memory_target.clone(), Duration::from_secs(1));
                 current = Some((sampler, chrono::Utc::now(), SystemTime::now()));
             }
@@ -265,10 +277,11 @@ async fn conclude_page_run(
     record.duration = (chrono::Utc::now() - started).to_std().unwrap_or_default();
     record.goose = goose;
     record.measured = s.measurements.take();
+    record.failures_by_reason = s.measurements.failures.take();
     record.memory = sampler.stop().await;
     let output = s.output.as_deref().map(|p| numbered(p, n));
     println!("\n=== Run {n} started from the web UI has ended ===");
-    crate::run::conclude(&record, output.as_deref(), s.fail_on, &[])
+    crate::analysis::conclude(&record, output.as_deref(), s.fail_on, &[])
 }
 
 /// `r.json` -> `r-2.json` for the second run of a session.

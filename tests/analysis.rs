@@ -576,11 +576,11 @@ fn unwritable_output_is_refused_and_writes_are_atomic() {
     let dir = tempfile::tempdir().unwrap();
     let r = analyse(&healthy_record(AiMode::Stream), &[]);
     let bad = dir.path().join("no-such-dir").join("out.json");
-    assert!(phone_agent_load::analysis::results::check_output_path(&bad).is_err());
-    assert!(phone_agent_load::analysis::results::check_output_path(dir.path()).is_err());
+    assert!(phone_agent_load::config::outputs::check_output_path(&bad).is_err());
+    assert!(phone_agent_load::config::outputs::check_output_path(dir.path()).is_err());
     assert!(r.write_json(&bad).is_err());
     let good = dir.path().join("out.json");
-    phone_agent_load::analysis::results::check_output_path(&good).unwrap();
+    phone_agent_load::config::outputs::check_output_path(&good).unwrap();
     r.write_json(&good).unwrap();
     r.write_json(&good).unwrap();
     let names: Vec<_> = std::fs::read_dir(dir.path())

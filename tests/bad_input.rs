@@ -231,7 +231,7 @@ fn bad_input_is_refused_with_one_error_line_before_anything_starts() {
 /// itself writes a results file's worth of bytes beside the target, so a full disk fails it.
 #[test]
 fn a_full_device_is_refused_and_a_good_path_is_left_untouched() {
-    use phone_agent_load::analysis::results::check_output_path;
+    use phone_agent_load::config::outputs::check_output_path;
     let err = format!("{:#}", check_output_path(Path::new("/dev/full")).unwrap_err());
     assert!(err.contains("not a regular file"), "{err}");
     let dir = tempfile::tempdir().unwrap();

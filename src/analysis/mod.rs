@@ -14,51 +14,14 @@ pub mod sections;
 pub mod summary;
 pub mod verdicts;
 
-use crate::config::plan::RunPlan;
+pub mod conclude;
+
+pub use crate::run::RunRecord;
+pub use conclude::conclude;
 use results::{MemoryResults, Results, Section};
 use std::collections::BTreeMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::time::Duration;
 use verdicts::{Status, Verdict};
-
-/// Everything a run produced, as the post-run hooks see it.
-#[derive(Debug, Clone)]
-pub struct RunRecord {
-    /// Profile, users, skips, AI mode, durations.
-    pub plan: RunPlan,
-    pub host: String,
-    pub started: chrono::DateTime<chrono::Utc>,
-    /// Wall time of the attack.
-    pub duration: Duration,
-    pub interrupted: bool,
-    pub interrupt_reason: Option<String>,
-    /// None if Goose failed before producing metrics.
-    pub goose: Option<goose::metrics::GooseMetrics>,
-    /// Streams and AI turns.
-    pub measured: crate::measure::Snapshot,
-    pub memory: crate::measure::memory::MemoryReport,
-    /// Failed requests by reason, as the console counted them (with the root cause Goose's
-    /// errors leave out); a gaggle's are its workers' added up.
-    pub failures_by_reason: BTreeMap<String, u64>,
-}
-
-impl RunRecord {
-    /// A record of a run that measured nothing yet, starting now; fill in what is known.
-    pub fn new(plan: RunPlan, host: &str) -> RunRecord {
-        RunRecord {
-            plan,
-            host: host.to_string(),
-            started: chrono::Utc::now(),
-            duration: Duration::ZERO,
-            interrupted: false,
-            interrupt_reason: None,
-            goose: None,
-            measured: Default::default(),
-            memory: Default::default(),
-            failures_by_reason: Default::default(),
-        }
-    }
-}
 
 /// Something to do with a run's results before they are printed and written.
 pub trait PostRunHook: Send + Sync {

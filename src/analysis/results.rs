@@ -5,10 +5,11 @@
 //! named in SPEC §6 keeps its name; fields beyond it are additions.
 
 use super::verdicts::{Status, Verdict};
-use super::RunRecord;
+use crate::config::outputs::temp_path;
 use crate::config::plan::RunPlan;
 use crate::measure::memory::{MemoryReport, MemorySeries};
 use crate::measure::Snapshot;
+use crate::run::RunRecord;
 use anyhow::{bail, Context, Result};
 use goose::metrics::{GooseErrorMetricAggregate, GooseMetrics, GooseRequestMetricAggregate};
 use goose::threshold::ThresholdResult;
@@ -16,7 +17,7 @@ use serde::de::{DeserializeOwned, Error as _};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::collections::BTreeMap;
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// One run's results, as written to the JSON file.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
@@ -463,64 +464,6 @@ impl Results {
         self.memory.success =
             (m.load_generator.is_some() || m.server.is_some()) && ok("memory", &self.verdicts);
     }
-}
-
-/// How much the output check writes beside the target: about what a results file with its raw
-/// histograms takes, so a full file system is refused before the run, not after it.
-const PROBE_BYTES: usize = 256 * 1024;
-
-/// Refuses an output path that cannot be written, before a run spends its time: the folder must
-/// exist and take a new file of a results file's size, and the path must not be a folder or
-/// anything but a regular file (the results are written beside it and renamed over it, which
-/// would replace a device such as `/dev/null`). Errors name the path, not the option: callers add
-/// the option as context.
-pub fn check_output_path(path: &Path) -> Result<()> {
-    if path.as_os_str().is_empty() {
-        bail!("the path is empty; expected a file path such as results.json");
-    }
-    if path.is_dir() {
-        bail!(
-            "{} is a directory; expected the path of a file to write",
-            path.display()
-        );
-    }
-    if let Ok(meta) = std::fs::metadata(path) {
-        if !meta.is_file() {
-            bail!(
-                "{} is not a regular file (a device, pipe or socket); expected the path of a file to write",
-                path.display()
-            );
-        }
-    }
-    let tmp = temp_path(path)?;
-    let probe = || -> std::io::Result<()> {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(&vec![0u8; PROBE_BYTES])?;
-        f.sync_all()
-    };
-    let written = probe();
-    let _ = std::fs::remove_file(&tmp);
-    written.map_err(|e| match e.kind() {
-        std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded => anyhow::anyhow!(
-            "{}: no room to write it ({e}); free some space or choose another place",
-            path.display()
-        ),
-        _ => anyhow::anyhow!(
-            "{}: cannot write there ({e}); expected a file in an existing, writable folder",
-            path.display()
-        ),
-    })
-}
-
-/// `dir/.name.tmp-PID`: beside the target, so the rename stays on one file system.
-fn temp_path(path: &Path) -> Result<PathBuf> {
-    let name = path
-        .file_name()
-        .with_context(|| format!("{}: not a file path", path.display()))?;
-    let mut tmp = std::ffi::OsString::from(".");
-    tmp.push(name);
-    tmp.push(format!(".tmp-{}", std::process::id()));
-    Ok(path.with_file_name(tmp))
 }
 
 /// Counts and times above 2^53 (exact in any JSON reader) come from no real run; refusing them

@@ -5,6 +5,9 @@
 //! Everything above (the run, the gaggle, the web UI) reads these values; none of it decides
 //! them again.
 
+pub mod options;
+pub mod outputs;
 pub mod plan;
 pub mod profile;
+pub mod schedule;
 pub mod utterances;

@@ -3,7 +3,8 @@
 //! The scenarios are built from a [`RunPlan`], and the post-run analysis reads it back, so the
 //! numbers a run reports are the numbers it ran with.
 
-use crate::config::profile::Profile;
+use super::options::RunOptions;
+use super::profile::Profile;
 use anyhow::{bail, Result};
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
@@ -157,27 +158,22 @@ impl RunPlan {
 }
 
 impl RunPlan {
-    /// The plan the command line asks for: `--profile`, scaled by `--users` (Goose's option, so
-    /// passed apart), with `--ws-connections`, `--ai-calls`, the skips, `--ai-mode`, `--no-wait` and
-    /// `--turn-timeout`.
-    pub fn from_options(load: &crate::cli::LoadOptions, users: Option<usize>) -> Result<RunPlan> {
+    /// The plan `options` ask for: their profile, scaled by `users` (Goose's `--users`, so
+    /// passed apart), with their counts, skips, AI mode, wait times and turn timeout.
+    pub fn from_options(options: &RunOptions, users: Option<usize>) -> Result<RunPlan> {
         let overrides = Overrides {
             users,
-            ws_connections: load.ws_connections,
-            ai_calls: load.ai_calls,
-            skips: Skips {
-                api: load.skip_api,
-                ws: load.skip_ws,
-                ai: load.skip_ai,
-            },
+            ws_connections: options.ws_connections,
+            ai_calls: options.ai_calls,
+            skips: options.skips,
         };
         let mut plan = RunPlan::new(
-            Profile::load(&load.profile)?,
+            Profile::load(&options.profile)?,
             &overrides,
-            load.ai_mode,
-            load.no_wait,
+            options.ai_mode,
+            options.no_wait,
         )?;
-        plan.turn_timeout = Duration::from_secs(load.turn_timeout);
+        plan.turn_timeout = options.turn_timeout;
         Ok(plan)
     }
 }

@@ -13,9 +13,11 @@ use super::protocol::{
 };
 use super::{secs, shares, GaggleOptions, ManagerSettings};
 use crate::analysis::results::{RawData, RawGoose};
+use crate::analysis::verdicts::Status;
 use crate::analysis::PostRunHook;
-use crate::cli::LoadOptions;
+use crate::config::options::RunOptions;
 use crate::config::plan::RunPlan;
+use crate::config::plan::UserCounts;
 use crate::measure::memory::MemorySampler;
 use crate::measure::Snapshot;
 use crate::run::interrupt;
@@ -68,9 +70,14 @@ impl Worker {
 }
 
 /// `--manager`: returns the exit status.
-pub async fn run(load: LoadOptions, goose: GooseConfiguration, gaggle: GaggleOptions) -> i32 {
+pub async fn run(
+    options: RunOptions,
+    fail_on: Status,
+    goose: GooseConfiguration,
+    gaggle: GaggleOptions,
+) -> i32 {
     interrupt::install();
-    match manage(load, goose, gaggle).await {
+    match manage(options, fail_on, goose, gaggle).await {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -79,9 +86,14 @@ pub async fn run(load: LoadOptions, goose: GooseConfiguration, gaggle: GaggleOpt
     }
 }
 
-async fn manage(mut load: LoadOptions, goose: GooseConfiguration, gaggle: GaggleOptions) -> Result<i32> {
+async fn manage(
+    options: RunOptions,
+    fail_on: Status,
+    mut goose: GooseConfiguration,
+    gaggle: GaggleOptions,
+) -> Result<i32> {
     let settings = ManagerSettings::from_options(&gaggle)?;
-    if load.test_plan_given {
+    if options.test_plan_given {
         bail!("--test-plan is not supported with --manager: use --users, --hatch-rate and --run-time");
     }
     if goose.host.is_none() && !super::is_loopback(&settings.bind_host) {
@@ -99,14 +111,17 @@ async fn manage(mut load: LoadOptions, goose: GooseConfiguration, gaggle: Gaggle
         bail!("--no-autostart does not apply to --manager: the manager starts its workers together itself");
     }
     // Refused before the simulator starts: too few users for the workers, a port that is taken.
-    shares::split_users(RunPlan::from_options(&load, goose.users)?.users, settings.expect)?;
+    shares::split_users(
+        RunPlan::from_options(&options, goose.users)?.users,
+        settings.expect,
+    )?;
     let listener = TcpListener::bind((settings.bind_host.as_str(), settings.bind_port))
         .await
         .with_context(|| format!("cannot listen on {}:{}", settings.bind_host, settings.bind_port))?;
     // The manager runs no Goose attack of its own, so no web UI either.
-    load.headless = true;
-    let mut prepared = run::prepare(&load, goose.clone()).await?;
-    let result = lead(&settings, listener, &load, &goose, &prepared).await;
+    crate::webui::configure(&mut goose, true)?;
+    let mut prepared = run::prepare(&options, goose.clone()).await?;
+    let result = lead(&settings, listener, &options, fail_on, &goose, &prepared).await;
     if let Some(sim) = prepared.simulator.take() {
         sim.stop().await;
     }
@@ -117,7 +132,8 @@ async fn manage(mut load: LoadOptions, goose: GooseConfiguration, gaggle: Gaggle
 async fn lead(
     settings: &ManagerSettings,
     listener: TcpListener,
-    load: &LoadOptions,
+    options: &RunOptions,
+    fail_on: Status,
     goose: &GooseConfiguration,
     prepared: &Prepared,
 ) -> Result<i32> {
@@ -133,13 +149,23 @@ async fn lead(
     let (tx, mut events) = mpsc::unbounded_channel();
     let mut workers = gather(&listener, settings, &tx, &mut events).await?;
     drop(listener);
-    if let Err(e) = start(&mut workers, &mut events, prepared, load, goose, &shares).await {
+    if let Err(e) = start(
+        &mut workers,
+        &mut events,
+        prepared,
+        options,
+        fail_on,
+        goose,
+        &shares,
+    )
+    .await
+    {
         abort(workers, &format!("{e:#}")).await;
         return Err(e);
     }
     let go = chrono::Utc::now();
     let clock = Instant::now();
-    let ramp = ramp_time(prepared, goose);
+    let ramp = prepared.schedule.ramp;
     let sampler = MemorySampler::start(prepared.memory_target.clone(), Duration::from_secs(1));
     let marker = sampler.ramp_marker();
     let ramp_timer = tokio::spawn(async move {
@@ -151,7 +177,7 @@ async fn lead(
         &mut workers,
         &mut events,
         clock,
-        expected_duration(prepared, goose, ramp),
+        prepared.schedule.expected_duration(),
     )
     .await;
     ramp_timer.abort();
@@ -172,7 +198,7 @@ async fn lead(
         });
     }
     let hooks: Vec<Box<dyn PostRunHook>> = vec![Box::new(WorkersHook(list))];
-    let code = run::conclude(&record, load.output.as_deref(), load.fail_on, &hooks);
+    let code = crate::analysis::conclude(&record, options.output.as_deref(), fail_on, &hooks);
     Ok(if lost { code.max(1) } else { code })
 }
 
@@ -276,15 +302,16 @@ async fn start(
     workers: &mut BTreeMap<usize, Worker>,
     events: &mut Events,
     prepared: &Prepared,
-    load: &LoadOptions,
+    options: &RunOptions,
+    fail_on: Status,
     goose: &GooseConfiguration,
-    shares: &[crate::config::plan::UserCounts],
+    shares: &[UserCounts],
 ) -> Result<()> {
-    let total = prepared.plan.users.total();
-    let rate = spawn_rate(prepared, goose);
+    let total = prepared.schedule.users;
+    let rate = prepared.schedule.spawn_rate;
     let base = GooseSettings::from_config(goose);
     // The manager's own recordings travel; otherwise each worker uses the built-in ones.
-    let utterances: Vec<WireUtterance> = match load.audio_dir {
+    let utterances: Vec<WireUtterance> = match options.audio_dir {
         Some(_) => prepared.utterances.iter().map(WireUtterance::encode).collect(),
         None => Vec::new(),
     };
@@ -303,7 +330,7 @@ async fn start(
             plan,
             host: prepared.host.clone(),
             goose: g,
-            fail_on: load.fail_on,
+            fail_on,
             utterances: utterances.clone(),
         })));
     }
@@ -518,39 +545,6 @@ async fn abort(workers: BTreeMap<usize, Worker>, reason: &str) {
 async fn close(workers: BTreeMap<usize, Worker>, limit: Duration) {
     let closing = futures_util::future::join_all(workers.into_values().map(|w| w.link.close()));
     let _ = tokio::time::timeout(limit, closing).await;
-}
-
-/// The run's users per second: Goose's `--increase-rate` (`--hatch-rate`) or the profile's.
-fn spawn_rate(prepared: &Prepared, goose: &GooseConfiguration) -> f64 {
-    goose
-        .increase_rate
-        .as_deref()
-        .and_then(|r| r.parse::<f64>().ok())
-        .filter(|r| *r > 0.0)
-        .unwrap_or(prepared.plan.profile.spawn_rate)
-}
-
-/// How long starting every user takes (all workers ramp in parallel at their share of the rate).
-fn ramp_time(prepared: &Prepared, goose: &GooseConfiguration) -> Duration {
-    let secs = goose
-        .increase_time
-        .as_deref()
-        .and_then(goose::util::parse_timespan)
-        .map(|s| s as f64)
-        .unwrap_or(prepared.plan.users.total() as f64 / spawn_rate(prepared, goose));
-    Duration::from_secs_f64(secs.clamp(0.0, 86_400.0))
-}
-
-/// When the run should be over: ramp plus run time, unless it runs for a number of iterations.
-fn expected_duration(prepared: &Prepared, goose: &GooseConfiguration, ramp: Duration) -> Option<Duration> {
-    if goose.iterations.is_some() {
-        return None;
-    }
-    let run_time = match goose.run_time.as_deref() {
-        Some(t) => Duration::from_secs(goose::util::parse_timespan(t)? as u64),
-        None => prepared.plan.profile.run_time,
-    };
-    Some(ramp + run_time)
 }
 
 fn describe_shares(workers: &BTreeMap<usize, Worker>) -> String {

@@ -9,7 +9,7 @@
 
 use super::MergeArgs;
 use crate::analysis::api::merge_timings;
-use crate::analysis::results::{self, RawData, RawGoose, Results, WorkerResult};
+use crate::analysis::results::{RawData, RawGoose, Results, WorkerResult};
 use crate::analysis::{PostRunHook, RunRecord};
 use crate::config::plan::{RunPlan, UserCounts};
 use crate::measure::memory::{MemoryReport, MemorySeries};
@@ -390,7 +390,7 @@ pub fn merge_files(args: &MergeArgs) -> i32 {
 
 fn merge_results_files(args: &MergeArgs) -> Result<i32> {
     if let Some(out) = &args.output {
-        results::check_output_path(out).context("--output")?;
+        crate::config::outputs::check_output_path(out).context("--output")?;
     }
     let mut parts = Vec::new();
     let mut fail_on = None;
@@ -408,7 +408,7 @@ fn merge_results_files(args: &MergeArgs) -> Result<i32> {
     println!("Merged {} results files", parts.len());
     let hooks: Vec<Box<dyn PostRunHook>> = vec![Box::new(WorkersHook(workers))];
     let fail_on = fail_on.unwrap_or(crate::analysis::verdicts::Status::Critical);
-    Ok(crate::run::conclude(
+    Ok(crate::analysis::conclude(
         &record,
         args.output.as_deref(),
         fail_on,

@@ -12,17 +12,17 @@ use super::protocol::{
 use super::{secs, GaggleOptions, WorkerSettings};
 use crate::analysis::results::{self, RawGoose};
 use crate::analysis::verdicts::Status;
-use crate::analysis::RunRecord;
-use crate::cli::LoadOptions;
-use crate::config::plan::AiMode;
+use crate::config::options::RunOptions;
+use crate::run::RunRecord;
+
 use crate::measure::Measurements;
 use crate::run::interrupt;
 use crate::run::{self, Prepared};
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{bail, Context, Result};
 use futures_util::{SinkExt, StreamExt};
 use goose::config::GooseConfiguration;
 use goose::metrics::GooseMetrics;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::net::TcpStream;
@@ -41,9 +41,12 @@ const POLL: Duration = Duration::from_millis(200);
 type Events = mpsc::UnboundedReceiver<Event<ToWorker>>;
 
 /// `--worker`: returns the exit status.
-pub async fn run(load: LoadOptions, goose: GooseConfiguration, gaggle: GaggleOptions) -> i32 {
+///
+/// The command line has refused every option that shapes the load: the manager's plan is run
+/// as it comes; `output` is this worker's own copy of its results.
+pub async fn run(output: Option<PathBuf>, goose: GooseConfiguration, gaggle: GaggleOptions) -> i32 {
     interrupt::install();
-    match work(load, goose, gaggle).await {
+    match work(output, goose, gaggle).await {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -52,16 +55,20 @@ pub async fn run(load: LoadOptions, goose: GooseConfiguration, gaggle: GaggleOpt
     }
 }
 
-async fn work(load: LoadOptions, goose: GooseConfiguration, gaggle: GaggleOptions) -> Result<i32> {
+async fn work(output: Option<PathBuf>, mut goose: GooseConfiguration, gaggle: GaggleOptions) -> Result<i32> {
     let settings = WorkerSettings::from_options(&gaggle)?;
-    refuse_load_options(&load, &goose)?;
     if goose.no_autostart {
         bail!("--no-autostart does not apply to --worker: the manager starts its workers");
     }
-    if let Some(out) = &load.output {
-        results::check_output_path(out).context("--output")?;
+    if let Some(out) = &output {
+        crate::config::outputs::check_output_path(out).context("--output")?;
     }
-    crate::cli::check_goose_outputs(&goose, load.output.as_deref())?;
+    crate::config::outputs::check_goose_outputs(&goose, output.as_deref())?;
+    crate::webui::configure(&mut goose, true)?;
+    let options = RunOptions {
+        output,
+        ..RunOptions::default()
+    };
     let hello = Hello::new(settings.token.clone())?;
     let mut stream = connect(&settings).await?;
     let (name, expected) = join(&mut stream, hello, &settings).await?;
@@ -71,21 +78,20 @@ async fn work(load: LoadOptions, goose: GooseConfiguration, gaggle: GaggleOption
     );
     let (tx, mut events) = mpsc::unbounded_channel();
     let link: Link<ToManager> = Link::start(stream, 0, tx);
-    let assignment = match ready(&link, &mut events, &load, &goose).await {
+    let assignment = match ready(&link, &mut events, &options, &goose).await {
         Ok(a) => a,
         Err(e) => {
             link.close().await;
             return Err(e);
         }
     };
-    let (assignment, mut prepared) = assignment;
+    let (assignment, prepared) = assignment;
     println!(
         "{name}: running {} users against {}",
         prepared.plan.users.total(),
         prepared.host
     );
-    let measurements = Arc::new(Measurements::default());
-    prepared.measurements = Some(measurements.clone());
+    let measurements = prepared.measurements.clone();
     let controller = prepared.goose.websocket_port;
     let (done, finished) = oneshot::channel();
     let companion = tokio::spawn(accompany(link, events, measurements, controller, finished));
@@ -97,58 +103,13 @@ async fn work(load: LoadOptions, goose: GooseConfiguration, gaggle: GaggleOption
         Some(reason) => Err(reason),
     };
     link.close().await;
-    Ok(finish(&record, delivered, &load, &name, assignment.fail_on))
-}
-
-/// A worker takes its load from the manager: load options given here would be silently ignored,
-/// so they are refused.
-fn refuse_load_options(load: &LoadOptions, goose: &GooseConfiguration) -> Result<()> {
-    let checks = [
-        (load.profile != "quick", "--profile"),
-        (load.skip_api || load.skip_ws || load.skip_ai, "--skip-*"),
-        (load.ws_connections.is_some(), "--ws-connections"),
-        (load.ai_calls.is_some(), "--ai-calls"),
-        (load.ai_mode != AiMode::Stream, "--ai-mode"),
-        (load.audio_dir.is_some(), "--audio-dir"),
-        (
-            load.server_pid.is_some() || load.server_process.is_some() || load.server_metrics_url.is_some(),
-            "--server-*",
-        ),
-        (load.no_wait, "--no-wait"),
-        (
-            load.turn_timeout != crate::config::plan::DEFAULT_TURN_TIMEOUT.as_secs(),
-            "--turn-timeout",
-        ),
-        (load.fail_on != Status::Critical, "--fail-on"),
-        (load.test_plan_given, "--test-plan"),
-        (goose.host.is_some(), "--host"),
-        (goose.users.is_some(), "--users"),
-        (
-            goose.increase_rate.is_some() || goose.increase_time.is_some(),
-            "--hatch-rate/--increase-*",
-        ),
-        (goose.run_time.is_some(), "--run-time"),
-        (
-            goose.decrease_rate.is_some() || goose.decrease_time.is_some(),
-            "--decrease-*",
-        ),
-        (goose.iterations.is_some(), "--iterations"),
-        (goose.scenarios.is_some(), "--scenarios"),
-        (goose.throttle_requests.is_some(), "--throttle-requests"),
-        (!goose.threshold.is_empty(), "--threshold"),
-    ];
-    let given: Vec<&str> = checks
-        .iter()
-        .filter(|(given, _)| *given)
-        .map(|(_, name)| *name)
-        .collect();
-    if !given.is_empty() {
-        bail!(
-            "a worker takes its load from the manager: give {} to the --manager instead",
-            given.join(", ")
-        );
-    }
-    Ok(())
+    Ok(finish(
+        &record,
+        delivered,
+        options.output.as_deref(),
+        &name,
+        assignment.fail_on,
+    ))
 }
 
 /// Connects to the manager, trying again until `--gaggle-timeout` (workers may start first).
@@ -208,7 +169,7 @@ async fn join(stream: &mut TcpStream, hello: Hello, s: &WorkerSettings) -> Resul
 async fn ready(
     link: &Link<ToManager>,
     events: &mut Events,
-    load: &LoadOptions,
+    options: &RunOptions,
     goose: &GooseConfiguration,
 ) -> Result<(Assignment, Prepared)> {
     let assignment = loop {
@@ -218,7 +179,7 @@ async fn ready(
             _ => {}
         }
     };
-    let prepared = match prepare(&assignment, load, goose).await {
+    let prepared = match prepare(&assignment, options, goose).await {
         Ok(p) => p,
         Err(e) => {
             link.send(ToManager::Failed {
@@ -254,15 +215,9 @@ async fn next(events: &mut Events) -> Result<ToWorker> {
     }
 }
 
-/// The worker's run, as a local run would be prepared (the target checked from here), with the
-/// manager's plan and options and this worker's own logs and `--output`.
-async fn prepare(a: &Assignment, own: &LoadOptions, own_goose: &GooseConfiguration) -> Result<Prepared> {
-    // Default load options, whatever fields they have; then the manager's.
-    let mut load = crate::cli::parse(["phone-agent-load", "--headless"])
-        .map_err(|e| anyhow!("{e}"))?
-        .load;
-    load.output = own.output.clone();
-    load.ai_mode = a.plan.ai_mode;
+/// The worker's run, as a local run would be prepared (the target checked from here), with
+/// exactly the manager's plan and Goose options, and this worker's own logs and `--output`.
+async fn prepare(a: &Assignment, options: &RunOptions, own_goose: &GooseConfiguration) -> Result<Prepared> {
     let mut goose = own_goose.clone();
     a.goose.apply(&mut goose);
     goose.host = Some(a.host.clone());
@@ -270,13 +225,10 @@ async fn prepare(a: &Assignment, own: &LoadOptions, own_goose: &GooseConfigurati
     goose.websocket = true;
     goose.websocket_host = Some("127.0.0.1".to_string());
     goose.websocket_port = Some(free_port()?);
-    let mut p = run::prepare(&load, goose).await?;
-    p.plan = a.plan.clone();
-    let speaks = p.plan.users.ai_calls > 0 && p.plan.ai_mode == AiMode::Stream;
+    let mut p = run::prepare_plan(a.plan.clone(), options, goose).await?;
+    // The manager's own recordings travel; otherwise the built-in ones serve.
     if !a.utterances.is_empty() {
         p.utterances = Arc::new(a.utterances.iter().map(|u| u.decode()).collect::<Result<_>>()?);
-    } else if speaks && p.utterances.is_empty() {
-        p.utterances = Arc::new(crate::config::utterances::builtin());
     }
     Ok(p)
 }
@@ -311,7 +263,7 @@ async fn accompany(
                     elapsed_s: started.elapsed().as_secs_f64(),
                     goose,
                     measured: measurements.snapshot(),
-                    failures_by_reason: crate::run::console::peek_tally(),
+                    failures_by_reason: measurements.failures.peek(),
                 })));
             }
             ev = events.recv(), if lost.is_none() => match ev.map(|e| e.msg) {
@@ -409,7 +361,7 @@ async fn deliver(link: &Link<ToManager>, events: &mut Events, record: &RunRecord
 fn finish(
     record: &RunRecord,
     delivered: Result<(), String>,
-    load: &LoadOptions,
+    output: Option<&Path>,
     name: &str,
     fail_on: Status,
 ) -> i32 {
@@ -422,12 +374,12 @@ fn finish(
         }
     }
     let interrupted = i32::from(record.interrupted);
-    let path = match (&load.output, &delivered) {
-        (Some(path), _) => path.clone(),
+    let path = match (output, &delivered) {
+        (Some(path), _) => path.to_path_buf(),
         (None, Ok(())) => return interrupted,
         (None, Err(_)) => default_output(name),
     };
-    let code = run::conclude(record, Some(&path), fail_on, &[]);
+    let code = crate::analysis::conclude(record, Some(&path), fail_on, &[]);
     if delivered.is_ok() {
         interrupted
     } else {
@@ -439,36 +391,4 @@ fn finish(
 fn default_output(name: &str) -> PathBuf {
     let stamp = chrono::Utc::now().format("%Y%m%d-%H%M%S");
     PathBuf::from(format!("gaggle-{name}-{}-{stamp}.json", results::hostname()))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn load_options_are_refused_on_a_worker() {
-        let cli = crate::cli::parse(["x", "--worker", "--output", "w.json", "-q"]).unwrap();
-        assert!(refuse_load_options(&cli.load, &cli.goose).is_ok());
-        let cli = crate::cli::parse([
-            "x",
-            "--worker",
-            "--users",
-            "5",
-            "--profile",
-            "stress",
-            "--skip-ws",
-            "--turn-timeout",
-            "30s",
-        ])
-        .unwrap();
-        let err = refuse_load_options(&cli.load, &cli.goose)
-            .unwrap_err()
-            .to_string();
-        assert!(
-            ["--users", "--profile", "--skip-*", "--turn-timeout"]
-                .iter()
-                .all(|o| err.contains(o)),
-            "{err}"
-        );
-    }
 }

@@ -6,8 +6,11 @@
 //! [`Snapshot`] of it, and distributed runs merge snapshots exactly: counts add, histograms add
 //! bucket by bucket, per-turn samples concatenate.
 
+pub mod failures;
 pub mod memory;
 pub mod slope;
+
+pub use failures::merge_counts;
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -210,13 +213,6 @@ impl AiStats {
     }
 }
 
-/// Adds `from`'s counts by reason to `into`'s.
-pub fn merge_counts(into: &mut BTreeMap<String, u64>, from: &BTreeMap<String, u64>) {
-    for (k, v) in from {
-        *into.entry(k.clone()).or_default() += v;
-    }
-}
-
 /// Everything measured, at one moment; what the analysis reads and gaggle workers send.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Snapshot {
@@ -235,6 +231,8 @@ impl Snapshot {
 #[derive(Debug)]
 pub struct Measurements {
     started: std::time::Instant,
+    /// Every failed request and call of the run, by reason.
+    pub failures: failures::FailureTally,
     streams: Mutex<StreamStats>,
     ai: Mutex<AiStats>,
 }
@@ -243,6 +241,7 @@ impl Default for Measurements {
     fn default() -> Self {
         Measurements {
             started: std::time::Instant::now(),
+            failures: Default::default(),
             streams: Mutex::new(StreamStats::default()),
             ai: Mutex::new(AiStats::default()),
         }

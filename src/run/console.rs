@@ -1,118 +1,78 @@
-//! The console log: Goose's logger, minus its one WARN line per failed request.
+//! The console log: Goose's logger, minus its one line per failed request.
 //!
 //! Goose 0.19 logs every request that gets no answer (`"/path": error sending request ...`, WARN)
 //! and every request a scenario fails (`set_failure: ...`, INFO): thousands of lines a second
-//! against a dead or sick target, the first even with `-q`. Goose installs its
-//! logger inside `execute()` and keeps the first global logger it finds, so we install ours
-//! first: the same levels (`-q`, `-v`) and format on the console and in `--goose-log`, but the
-//! per-request lines are counted instead of printed. Scenarios count every failed request by
-//! its reason ([`count`], [`count_transport`]); a reporter prints the counts of the last few
-//! seconds, and the run ends with a table of them ([`take_tally`], [`print_table`]).
+//! against a dead or sick target, the first even with `-q`. Goose installs its logger inside
+//! `execute()` and keeps the first global logger it finds, so we install ours first: the same
+//! levels (`-q`, `-v`) and format on the console and in `--goose-log`, but the per-request lines
+//! are counted instead of printed. The scenarios count every failure by its reason in the run's
+//! [`FailureTally`]; a [`Reporter`] prints the counts of the last few seconds, and the run ends
+//! with a table of them ([`print_table`]).
+//!
+//! The logger is process-wide (the `log` crate allows one), so the one [`Console`] handle it
+//! shares its counters through is kept for the process too.
 //!
 //! A bare `--goose-log` (a log in each run's folder) or a gzipped one is left to Goose, whose
 //! file handling is private: then its per-request lines reach the console as before.
 
+use crate::measure::failures::{FailureTally, Tally};
 use goose::config::GooseConfiguration;
 use log::{Level, LevelFilter, Log, Metadata, Record};
 use simplelog::{Config, SharedLogger, SimpleLogger, WriteLogger};
-use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 /// How often the reporter prints the counts of failed requests.
 pub const REPORT_EVERY: Duration = Duration::from_secs(5);
 
-/// Failed requests by reason.
-pub type Tally = BTreeMap<String, u64>;
-
-struct Counts {
-    /// Whole run, by reason.
-    run: Tally,
-    /// Since the last report, by reason.
-    window: Tally,
+/// Our logger's counters, shared with the run that uses it.
+#[derive(Debug, Clone, Default)]
+pub struct Console {
+    /// Goose's unanswered-request lines swallowed (see [`FailureTally::attach_unanswered`]).
+    unanswered: Arc<AtomicU64>,
+    /// Only errors reach the console and the log while set (see [`Console::hush`]).
+    hushed: Arc<AtomicBool>,
 }
 
-static COUNTS: Mutex<Counts> = Mutex::new(Counts {
-    run: BTreeMap::new(),
-    window: BTreeMap::new(),
-});
-/// Goose's per-request lines swallowed, and transport errors the scenarios gave a reason for:
-/// the difference is requests that failed in code that does not count (a user's own scenario).
-static SWALLOWED: AtomicU64 = AtomicU64::new(0);
-static ATTRIBUTED: AtomicU64 = AtomicU64::new(0);
-static INSTALLED: OnceLock<bool> = OnceLock::new();
-static REPORTING: AtomicBool = AtomicBool::new(false);
-/// Only errors reach the console and the log while set (see [`hush`]).
-static HUSHED: AtomicBool = AtomicBool::new(false);
+/// Whether ours is the process's logger (None: it has not been installed yet).
+static INSTALLED: OnceLock<Option<Console>> = OnceLock::new();
 
-/// The reason Goose's swallowed lines are filed under when no scenario gave one.
-const UNATTRIBUTED: &str = "error sending request (no reason given)";
-
-/// Counts one failed request under `reason` ("Unexpected status 500", "refused upgrade: 503").
-pub fn count(reason: &str) {
-    let mut counts = COUNTS.lock().unwrap_or_else(|e| e.into_inner());
-    *counts.window.entry(reason.to_string()).or_default() += 1;
-    *counts.run.entry(reason.to_string()).or_default() += 1;
-}
-
-/// Counts a request that got no answer, under its root cause ("connection refused",
-/// "timed out"), and returns that reason.
-pub fn count_transport(e: &reqwest::Error) -> String {
-    let reason = transport_reason(e);
-    ATTRIBUTED.fetch_add(1, Relaxed);
-    count(&reason);
-    reason
-}
-
-/// The root cause of a request error, as a short reason: reqwest's own text ("error sending
-/// request for url (...)") says which request, never why.
-pub fn transport_reason(e: &reqwest::Error) -> String {
-    if e.is_timeout() {
-        return "timeout".into();
+impl Console {
+    /// While `on`, drops every line but errors: Goose's dry run of the options (run::prepare)
+    /// would print its warnings once before the real run prints them again.
+    pub fn hush(&self, on: bool) {
+        self.hushed.store(on, Relaxed);
     }
-    let mut source: &dyn std::error::Error = e;
-    let mut has_cause = false;
-    while let Some(next) = source.source() {
-        source = next;
-        has_cause = true;
+
+    /// Lets `tally` file the unanswered-request lines that no scenario gave a reason for.
+    pub fn feed(&self, tally: &FailureTally) {
+        tally.attach_unanswered(self.unanswered.clone());
     }
-    let text = source.to_string();
-    let text = match text.find(" (os error") {
-        Some(i) => &text[..i],
-        None => &text,
-    };
-    let text = text.to_lowercase();
-    if text.is_empty() || !has_cause {
-        // No source: reqwest's own kind, without the URL.
-        return text
-            .split(" for url")
-            .next()
-            .unwrap_or("request failed")
-            .to_string();
+}
+
+/// Prints a run's failures of the last [`REPORT_EVERY`] as one WARN line, until dropped.
+pub struct Reporter(tokio::task::JoinHandle<()>);
+
+impl Reporter {
+    pub fn start(measurements: Arc<crate::measure::Measurements>) -> Reporter {
+        Reporter(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(REPORT_EVERY);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                if let Some(line) = format_window(&measurements.failures.take_window()) {
+                    log::warn!("{line}");
+                }
+            }
+        }))
     }
-    text
 }
 
-/// The whole run's failed requests by reason, and a fresh count for the next run (the web UI
-/// runs several in one process).
-pub fn take_tally() -> Tally {
-    settle_unattributed();
-    let mut counts = COUNTS.lock().unwrap_or_else(|e| e.into_inner());
-    counts.window.clear();
-    std::mem::take(&mut counts.run)
-}
-
-/// The whole run's failed requests by reason so far, leaving the count running (a gaggle worker
-/// reports them while it runs).
-pub fn peek_tally() -> Tally {
-    COUNTS.lock().unwrap_or_else(|e| e.into_inner()).run.clone()
-}
-
-/// While `on`, drops every line but errors: Goose's dry run of the options (run::prepare) would
-/// print its warnings once before the real run prints them again.
-pub fn hush(on: bool) {
-    HUSHED.store(on, Relaxed);
+impl Drop for Reporter {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// Prints the failed requests by reason, most frequent first; nothing when none failed.
@@ -140,18 +100,19 @@ pub fn format_table(tally: &Tally) -> Option<String> {
 
 /// Installs the console logger for this process (once; later calls change nothing). With an
 /// explicit `--goose-log` path, the file is opened here and taken from Goose's configuration.
-/// Returns whether ours is the logger; an error if the Goose log cannot be created.
-pub fn install(config: &mut GooseConfiguration) -> anyhow::Result<bool> {
-    if let Some(&installed) = INSTALLED.get() {
-        return Ok(installed);
+/// Returns our logger's handle (None when Goose keeps its own); an error if the Goose log
+/// cannot be created.
+pub fn install(config: &mut GooseConfiguration) -> anyhow::Result<Option<Console>> {
+    if let Some(installed) = INSTALLED.get() {
+        return Ok(installed.clone());
     }
     let path = config.goose_log.clone().filter(|p| !p.is_empty());
     if path
         .as_deref()
         .is_some_and(|p| p == goose::config::RUN_FOLDER || p.ends_with(".gz"))
     {
-        let _ = INSTALLED.set(false);
-        return Ok(false);
+        let _ = INSTALLED.set(None);
+        return Ok(None);
     }
     let console_level = match (config.verbose, config.quiet) {
         (0, 0) => LevelFilter::Info,
@@ -183,18 +144,23 @@ pub fn install(config: &mut GooseConfiguration) -> anyhow::Result<bool> {
         }
     }
     let max = inner.iter().map(|l| l.level()).max().unwrap_or(LevelFilter::Info);
-    let ours = log::set_boxed_logger(Box::new(ConsoleLog { inner })).is_ok();
-    if ours {
+    let console = Console::default();
+    let logger = ConsoleLog {
+        inner,
+        console: console.clone(),
+    };
+    let ours = log::set_boxed_logger(Box::new(logger)).is_ok().then_some(console);
+    if ours.is_some() {
         log::set_max_level(max);
-        start_reporter();
     }
-    let _ = INSTALLED.set(ours);
-    Ok(ours)
+    let _ = INSTALLED.set(ours.clone());
+    Ok(INSTALLED.get().cloned().flatten())
 }
 
 /// Goose's logger with the per-request lines taken out of the console.
 struct ConsoleLog {
     inner: Vec<Box<dyn SharedLogger>>,
+    console: Console,
 }
 
 impl ConsoleLog {
@@ -227,7 +193,7 @@ impl Log for ConsoleLog {
     }
 
     fn log(&self, record: &Record) {
-        if record.level() > Level::Error && HUSHED.load(Relaxed) {
+        if record.level() > Level::Error && self.console.hushed.load(Relaxed) {
             return;
         }
         // Lock order: stdout first, then simplelog's own output lock. Goose prints its tables
@@ -237,7 +203,7 @@ impl Log for ConsoleLog {
         let _stdout = std::io::stdout().lock();
         if Self::per_request(record) {
             if record.level() == Level::Warn {
-                SWALLOWED.fetch_add(1, Relaxed);
+                self.console.unanswered.fetch_add(1, Relaxed);
             }
             // The file keeps every line: it is the place to look for one request.
             for logger in self.inner.iter().skip(1) {
@@ -257,42 +223,6 @@ impl Log for ConsoleLog {
         for logger in &self.inner {
             logger.flush();
         }
-    }
-}
-
-/// Files Goose's swallowed lines that no scenario gave a reason for.
-fn settle_unattributed() {
-    let swallowed = SWALLOWED.swap(0, Relaxed);
-    let attributed = ATTRIBUTED.swap(0, Relaxed);
-    // A scenario may count a failure a moment before Goose's line for it arrives; keep the
-    // excess for the next settling rather than losing it.
-    if attributed > swallowed {
-        ATTRIBUTED.fetch_add(attributed - swallowed, Relaxed);
-    } else if swallowed > attributed {
-        let n = swallowed - attributed;
-        let mut counts = COUNTS.lock().unwrap_or_else(|e| e.into_inner());
-        *counts.window.entry(UNATTRIBUTED.into()).or_default() += n;
-        *counts.run.entry(UNATTRIBUTED.into()).or_default() += n;
-    }
-}
-
-/// Every [`REPORT_EVERY`], one WARN line with the failed requests since the last one.
-fn start_reporter() {
-    if REPORTING.swap(true, Relaxed) {
-        return;
-    }
-    let spawned = std::thread::Builder::new()
-        .name("failure-report".into())
-        .spawn(|| loop {
-            std::thread::sleep(REPORT_EVERY);
-            settle_unattributed();
-            let window = std::mem::take(&mut COUNTS.lock().unwrap_or_else(|e| e.into_inner()).window);
-            if let Some(line) = format_window(&window) {
-                log::warn!("{line}");
-            }
-        });
-    if spawned.is_err() {
-        REPORTING.store(false, Relaxed);
     }
 }
 
@@ -370,30 +300,5 @@ mod tests {
         let refused = table.find("connection refused").unwrap();
         let timeout = table.find("timeout").unwrap();
         assert!(refused < timeout, "{table}");
-    }
-
-    #[tokio::test]
-    async fn transport_reason_is_the_root_cause() {
-        // A port nothing listens on: bind one, note it, close it.
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let e = reqwest::get(format!("http://127.0.0.1:{port}/x"))
-            .await
-            .unwrap_err();
-        assert_eq!(transport_reason(&e), "connection refused");
-
-        // A listener that never answers, and a client that gives up.
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let client = reqwest::Client::builder()
-            .timeout(Duration::from_millis(200))
-            .build()
-            .unwrap();
-        let e = client.get(format!("http://{addr}/x")).send().await.unwrap_err();
-        assert_eq!(transport_reason(&e), "timeout");
-        drop(listener);
     }
 }

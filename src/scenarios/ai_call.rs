@@ -422,7 +422,7 @@ impl Mock {
         if self.stats.calls > 0 || !self.stats.turns.is_empty() {
             self.measurements.add_ai(&std::mem::take(&mut self.stats));
         }
-        call::record_all(user, &mut self.records).await
+        call::record_all(user, &mut self.records, &self.measurements.failures).await
     }
 }
 
@@ -497,21 +497,21 @@ pub fn ai_call(shared: &Arc<Shared>) -> Result<Scenario, GooseError> {
     Ok(match shared.plan.ai_mode {
         AiMode::Stream => {
             check_stream(shared)?;
-            let talk = call::transaction(shared, "talk", |user, shared| {
+            let talk = super::transaction(shared, "talk", |user, shared| {
                 Box::pin(async move { Line::step(user, &shared, || new_conversation(&shared)).await })
             });
-            let hang_up = call::transaction(shared, "hang up", |user, shared| {
+            let hang_up = super::transaction(shared, "hang up", |user, shared| {
                 Box::pin(async move { Line::<Conversation>::stop(user, &shared).await })
             })
             .set_on_stop();
             scenario.register_transaction(talk).register_transaction(hang_up)
         }
         AiMode::Mock => {
-            let talk = call::transaction(shared, "talk", |user, shared| {
+            let talk = super::transaction(shared, "talk", |user, shared| {
                 Box::pin(async move { mock_step(user, &shared).await })
             });
-            let hang_up =
-                call::transaction(shared, "hang up", |user, _shared| Box::pin(mock_stop(user))).set_on_stop();
+            let hang_up = super::transaction(shared, "hang up", |user, _shared| Box::pin(mock_stop(user)))
+                .set_on_stop();
             scenario.register_transaction(talk).register_transaction(hang_up)
         }
     })

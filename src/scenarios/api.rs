@@ -36,7 +36,8 @@
 //! ([`crate::run::console`]).
 
 use super::data::{self, weighted_choice, CALLS_PATH};
-use super::Shared;
+use super::{transaction, Shared};
+use crate::measure::failures::{transport_reason, FailureTally};
 use goose::goose::GooseResponse;
 use goose::metrics::GooseRequestMetric;
 use goose::prelude::*;
@@ -128,7 +129,9 @@ impl CreatedCalls {
 
 /// Locust's `PhoneAgentAPIUser`.
 pub fn api_user(shared: &Arc<Shared>) -> Result<Scenario, GooseError> {
-    let transaction = transaction!(api_task).set_name("pick API task");
+    let transaction = transaction(shared, "pick API task", |user, shared| {
+        Box::pin(api_task(user, shared))
+    });
     with_wait(
         scenario!("API user").register_transaction(transaction),
         API_WAIT,
@@ -138,7 +141,9 @@ pub fn api_user(shared: &Arc<Shared>) -> Result<Scenario, GooseError> {
 
 /// Locust's `HighLoadUser`.
 pub fn high_load_user(shared: &Arc<Shared>) -> Result<Scenario, GooseError> {
-    let transaction = transaction!(high_load_task).set_name("pick high-load task");
+    let transaction = transaction(shared, "pick high-load task", |user, shared| {
+        Box::pin(high_load_task(user, shared))
+    });
     with_wait(
         scenario!("High-load user").register_transaction(transaction),
         HIGH_LOAD_WAIT,
@@ -188,18 +193,20 @@ fn draw_api_step(user: &GooseUser) -> ApiStep {
     }
 }
 
-async fn api_task(user: &mut GooseUser) -> TransactionResult {
+async fn api_task(user: &mut GooseUser, shared: Arc<Shared>) -> TransactionResult {
+    let f = &shared.measurements.failures;
     match draw_api_step(user) {
-        ApiStep::List(path) => get(user, path, LIST, PASS_OK).await,
-        ApiStep::Create(body) => create_call(user, body).await,
-        ApiStep::Update(path, body) => update_call(user, &path, body).await,
-        ApiStep::Get(path) => get(user, &path, GET, PASS_KNOWN_OR_NOT).await,
-        ApiStep::Health => get(user, HEALTH_PATH, HEALTH, PASS_OK).await,
+        ApiStep::List(path) => get(user, f, path, LIST, PASS_OK).await,
+        ApiStep::Create(body) => create_call(user, f, body).await,
+        ApiStep::Update(path, body) => update_call(user, f, &path, body).await,
+        ApiStep::Get(path) => get(user, f, &path, GET, PASS_KNOWN_OR_NOT).await,
+        ApiStep::Health => get(user, f, HEALTH_PATH, HEALTH, PASS_OK).await,
         ApiStep::Nothing => Ok(()),
     }
 }
 
-async fn high_load_task(user: &mut GooseUser) -> TransactionResult {
+async fn high_load_task(user: &mut GooseUser, shared: Arc<Shared>) -> TransactionResult {
+    let f = &shared.measurements.failures;
     let path = {
         let rng = &mut rand::rng();
         match weighted_choice(rng, &HIGH_LOAD_TASKS) {
@@ -208,13 +215,13 @@ async fn high_load_task(user: &mut GooseUser) -> TransactionResult {
         }
     };
     match path {
-        Some(path) => get(user, path, RAPID, PASS_RAPID).await,
-        None => get(user, HEALTH_PATH, HEALTH, PASS_OK).await,
+        Some(path) => get(user, f, path, RAPID, PASS_RAPID).await,
+        None => get(user, f, HEALTH_PATH, HEALTH, PASS_OK).await,
     }
 }
 
 /// `POST /api/v1/calls`; a 201 keeps the new call's id for later updates and reads.
-async fn create_call(user: &mut GooseUser, body: String) -> TransactionResult {
+async fn create_call(user: &mut GooseUser, f: &FailureTally, body: String) -> TransactionResult {
     let builder = request_to(user, Method::POST, CALLS_PATH)
         .header("content-type", "application/json")
         .body(body);
@@ -228,9 +235,9 @@ async fn create_call(user: &mut GooseUser, body: String) -> TransactionResult {
     } = user.request(request).await?;
     let answer = match response {
         Ok(response) => read_answer(response, Expect::Json, true).await,
-        Err(e) => return Err(request_failed(request, &e)),
+        Err(e) => return Err(request_failed(f, request, &e)),
     };
-    let body = settle(user, &mut request, PASS_CREATED, answer)?;
+    let body = settle(user, f, &mut request, PASS_CREATED, answer)?;
     match created_id(&body) {
         Ok(id) => {
             match user.get_session_data_mut::<CreatedCalls>() {
@@ -243,12 +250,12 @@ async fn create_call(user: &mut GooseUser, body: String) -> TransactionResult {
             }
             Ok(())
         }
-        Err(reason) => Err(fail(user, &mut request, reason.into())),
+        Err(reason) => Err(fail(user, f, &mut request, reason.into())),
     }
 }
 
 /// `PATCH /api/v1/calls/{id}` of a call this user created (which the server may have forgotten).
-async fn update_call(user: &mut GooseUser, path: &str, body: String) -> TransactionResult {
+async fn update_call(user: &mut GooseUser, f: &FailureTally, path: &str, body: String) -> TransactionResult {
     let builder = request_to(user, Method::PATCH, path)
         .header("content-type", "application/json")
         .body(body);
@@ -257,7 +264,7 @@ async fn update_call(user: &mut GooseUser, path: &str, body: String) -> Transact
         .set_request_builder(builder)
         .build();
     let goose = user.request(request).await?;
-    judge(user, goose, PASS_KNOWN_OR_NOT, Expect::Json).await
+    judge(user, f, goose, PASS_KNOWN_OR_NOT, Expect::Json).await
 }
 
 /// The `id` of a created call (a string, or a number as some servers send it), or why there is
@@ -281,13 +288,19 @@ fn created_id(body: &[u8]) -> Result<String, &'static str> {
 }
 
 /// A `GET` of a JSON endpoint named `name`, judged against `passes`.
-async fn get(user: &mut GooseUser, path: &str, name: &str, passes: &[u16]) -> TransactionResult {
+async fn get(
+    user: &mut GooseUser,
+    f: &FailureTally,
+    path: &str,
+    name: &str,
+    passes: &[u16],
+) -> TransactionResult {
     let request = GooseRequest::builder()
         .name(name)
         .set_request_builder(request_to(user, Method::GET, path))
         .build();
     let goose = user.request(request).await?;
-    judge(user, goose, passes, Expect::Json).await
+    judge(user, f, goose, passes, Expect::Json).await
 }
 
 /// A request to `path` (absolute, with any query) on the user's host. Goose's own builder joins
@@ -310,6 +323,7 @@ pub(super) fn request_to(user: &GooseUser, method: Method, path: &str) -> reqwes
 /// passing answer's body must be whole and as `expect`ed.
 pub(super) async fn judge(
     user: &mut GooseUser,
+    f: &FailureTally,
     goose: GooseResponse,
     passes: &[u16],
     expect: Expect,
@@ -320,9 +334,9 @@ pub(super) async fn judge(
     } = goose;
     let answer = match response {
         Ok(response) => read_answer(response, expect, false).await,
-        Err(e) => return Err(request_failed(request, &e)),
+        Err(e) => return Err(request_failed(f, request, &e)),
     };
-    settle(user, &mut request, passes, answer).map(drop)
+    settle(user, f, &mut request, passes, answer).map(drop)
 }
 
 /// Reads an answer's body, keeping it when `keep` (else only counting it), and checks its
@@ -371,7 +385,7 @@ async fn read_body(mut response: reqwest::Response, keep: bool) -> Result<Vec<u8
 /// its root cause ("truncated body: end of file before message length reached"). (Goose's
 /// client decodes gzip, so reqwest calls every body error a decode error: the cause tells.)
 fn body_failure(e: &reqwest::Error) -> Cow<'static, str> {
-    let cause = crate::run::console::transport_reason(e);
+    let cause = transport_reason(e);
     if e.is_timeout() {
         Cow::Owned(cause)
     } else {
@@ -405,15 +419,16 @@ fn json_content_type(headers: &reqwest::header::HeaderMap) -> Result<(), Cow<'st
 /// `Err` naming what is wrong with it). Returns the body of a passing answer.
 fn settle<T>(
     user: &mut GooseUser,
+    f: &FailureTally,
     request: &mut GooseRequestMetric,
     passes: &[u16],
     answer: Result<T, Cow<'static, str>>,
 ) -> Result<T, Box<TransactionError>> {
     let status = request.status_code;
     if !passes.contains(&status) {
-        return Err(fail(user, request, failure_reason(status)));
+        return Err(fail(user, f, request, failure_reason(status)));
     }
-    let body = answer.map_err(|reason| fail(user, request, reason))?;
+    let body = answer.map_err(|reason| fail(user, f, request, reason))?;
     if !request.success {
         // Goose failed a non-2xx status this task accepts. Clear its error so the correction
         // isn't counted as a second error.
@@ -425,8 +440,12 @@ fn settle<T>(
 
 /// A request that got no answer: Goose has recorded it; the console counts it by its cause; the
 /// transaction fails.
-fn request_failed(request: GooseRequestMetric, e: &reqwest::Error) -> Box<TransactionError> {
-    crate::run::console::count_transport(e);
+fn request_failed(
+    f: &FailureTally,
+    request: GooseRequestMetric,
+    e: &reqwest::Error,
+) -> Box<TransactionError> {
+    f.count_transport(e);
     Box::new(TransactionError::RequestFailed {
         raw_request: Box::new(request),
     })
@@ -437,10 +456,11 @@ fn request_failed(request: GooseRequestMetric, e: &reqwest::Error) -> Box<Transa
 /// error this returns.
 fn fail(
     user: &mut GooseUser,
+    f: &FailureTally,
     request: &mut GooseRequestMetric,
     reason: Cow<'static, str>,
 ) -> Box<TransactionError> {
-    crate::run::console::count(&reason);
+    f.count(&reason);
     if request.success {
         // Always an `Err` (the request's); the transaction's below carries the reason too.
         let _ = user.set_failure(&reason, request, None, None);

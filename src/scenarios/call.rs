@@ -17,7 +17,7 @@
 //!
 //! Every way a call can go wrong ends that call (never the user, never the run) with one failed
 //! row under the call's name in Goose's reports, its reason one of a small fixed set of texts,
-//! counted on the console ([`crate::run::console::count`]) and in the run's stream errors; then the
+//! counted in the run's failure tally ([`record_all`]) and in the run's stream errors; then the
 //! user dials again after a back-off ([`BACKOFF_MIN`] doubling to [`BACKOFF_MAX`]), so a broken
 //! agent is never hammered.
 //!
@@ -38,6 +38,7 @@
 //!   fragmented message reaches the limit), so no call ever buffers more than that.
 //! - A send that cannot complete within 5 s (the agent stopped reading): `timeout`.
 
+use crate::measure::failures::FailureTally;
 use crate::measure::{Measurements, StreamStats, LATE_FRAME_US};
 use crate::protocol::mulaw::{FRAME_BYTES, SILENCE};
 use crate::protocol::twilio::{self, Event, MediaFormat};
@@ -192,7 +193,6 @@ impl Record {
     }
 
     pub fn failed(method: &'static str, name: &'static str, took: Duration, f: &Failure) -> Record {
-        crate::run::console::count(&format!("{method} {name}: {}", f.reason));
         Record {
             method,
             name,
@@ -204,8 +204,16 @@ impl Record {
 }
 
 /// Records a slice's custom requests with Goose.
-pub async fn record_all(user: &mut GooseUser, records: &mut Vec<Record>) -> TransactionResult {
+/// Each failed one is counted in the run's failure tally under "METHOD name: reason".
+pub async fn record_all(
+    user: &mut GooseUser,
+    records: &mut Vec<Record>,
+    failures: &FailureTally,
+) -> TransactionResult {
     for r in records.drain(..) {
+        if let Some(reason) = &r.error {
+            failures.count(&format!("{} {}: {reason}", r.method, r.name));
+        }
         user.record_custom_request_duration(
             r.method,
             r.name,
@@ -993,24 +1001,8 @@ impl<S: Script> Line<S> {
         }
         shared.measurements.add_streams(&std::mem::take(&mut self.stats));
         self.script.flush(&shared.measurements, &mut self.records);
-        record_all(user, &mut self.records).await
+        record_all(user, &mut self.records, &shared.measurements.failures).await
     }
-}
-
-/// Builds a transaction from an async function of the user and the run's shared state.
-pub fn transaction<F>(shared: &Arc<Shared>, name: &str, f: F) -> Transaction
-where
-    F: for<'r> Fn(
-            &'r mut GooseUser,
-            Arc<Shared>,
-        ) -> std::pin::Pin<Box<dyn Future<Output = TransactionResult> + Send + 'r>>
-        + Send
-        + Sync
-        + 'static,
-{
-    let shared = shared.clone();
-    let function: TransactionFunction = Arc::new(move |user| f(user, shared.clone()));
-    Transaction::new(function).set_name(name)
 }
 
 #[cfg(test)]

@@ -76,10 +76,10 @@ pub fn media_stream_call(shared: &Arc<Shared>) -> Result<Scenario, GooseError> {
             detail: "a media-stream call must last at least one 20 ms frame".into(),
         });
     }
-    let stream = call::transaction(shared, "call", |user, shared| {
+    let stream = super::transaction(shared, "call", |user, shared| {
         Box::pin(async move { Line::step(user, &shared, || new_line(&shared)).await })
     });
-    let hang_up = call::transaction(shared, "hang up", |user, shared| {
+    let hang_up = super::transaction(shared, "hang up", |user, shared| {
         Box::pin(async move { Line::<Listener>::stop(user, &shared).await })
     })
     .set_on_stop();

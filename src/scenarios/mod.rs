@@ -26,6 +26,22 @@ pub struct Shared {
     pub utterances: Arc<Vec<Utterance>>,
 }
 
+/// A Goose transaction from an async function of the user and the run's shared state (Goose
+/// hands a transaction only its user; the plan, the measurements and the failure tally come
+/// with the closure).
+pub fn transaction<F>(shared: &Arc<Shared>, name: &str, f: F) -> Transaction
+where
+    F: for<'r> Fn(&'r mut GooseUser, Arc<Shared>) -> TransactionFuture<'r> + Send + Sync + 'static,
+{
+    let shared = shared.clone();
+    let function: TransactionFunction = Arc::new(move |user| f(user, shared.clone()));
+    Transaction::new(function).set_name(name)
+}
+
+/// What a transaction's function returns, as Goose wants it.
+pub type TransactionFuture<'r> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = TransactionResult> + Send + 'r>>;
+
 /// Builds one kind's scenario.
 type BuildScenario = fn(&Arc<Shared>) -> Result<Scenario, GooseError>;
 

@@ -8,7 +8,7 @@
 
 use super::api::{judge, request_to, with_wait, Expect};
 use super::data::{self, weighted_choice, Sid, TwilioCall};
-use super::Shared;
+use super::{transaction, Shared};
 use goose::prelude::*;
 use rand::Rng;
 use reqwest::Method;
@@ -54,7 +54,9 @@ impl TwilioAccount {
 
 /// Locust's `WebhookUser`.
 pub fn webhook_user(shared: &Arc<Shared>) -> Result<Scenario, GooseError> {
-    let transaction = transaction!(webhook_task).set_name("pick webhook task");
+    let transaction = transaction(shared, "pick webhook task", |user, shared| {
+        Box::pin(webhook_task(user, shared))
+    });
     with_wait(
         scenario!("Webhook user").register_transaction(transaction),
         WEBHOOK_WAIT,
@@ -79,7 +81,7 @@ fn draw_webhook(user: &mut GooseUser) -> (&'static str, String) {
     }
 }
 
-async fn webhook_task(user: &mut GooseUser) -> TransactionResult {
+async fn webhook_task(user: &mut GooseUser, shared: Arc<Shared>) -> TransactionResult {
     let (path, form) = draw_webhook(user);
     let builder = request_to(user, Method::POST, path)
         .header("content-type", "application/x-www-form-urlencoded")
@@ -89,5 +91,12 @@ async fn webhook_task(user: &mut GooseUser) -> TransactionResult {
         .set_request_builder(builder)
         .build();
     let goose = user.request(request).await?;
-    judge(user, goose, PASS_WEBHOOK, Expect::Anything).await
+    judge(
+        user,
+        &shared.measurements.failures,
+        goose,
+        PASS_WEBHOOK,
+        Expect::Anything,
+    )
+    .await
 }
