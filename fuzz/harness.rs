@@ -1,6 +1,6 @@
 //! What each fuzz target does with one input, shared by the cargo-fuzz targets
-//! (`fuzz/fuzz_targets/*.rs`) and the regression test (`tests/fuzz_regressions.rs`), so an input
-//! saved under `fuzz/regressions/<target>/` replays through exactly the code that found it.
+//! (`fuzz/fuzz_targets/*.rs`) and the regression test (`tests/it/fuzz_regressions.rs`), so an
+//! input saved under `fuzz/regressions/<target>/` replays through exactly the code that found it.
 //!
 //! Each function feeds untrusted bytes to one of the crate's parsers. A crash is a panic (an
 //! `unwrap`, an index out of bounds, an arithmetic overflow: the fuzz build has debug

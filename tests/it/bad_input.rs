@@ -1,11 +1,10 @@
 //! Bad input, as a user types it: every case runs the real binary and must be refused before any
 //! load starts — exit status 1, exactly one `error:` line naming what is wrong and what is
 //! expected, no panic, within a couple of seconds, and no simulator or Goose output.
-//! (tests/cli.rs covers an unknown profile, a negative count in a profile, a missing output
+//! (the `cli` tests cover an unknown profile, a negative count in a profile, a missing output
 //! folder and an unreachable host; the cases here are the rest.)
 
-mod common;
-
+use crate::harness;
 use std::path::Path;
 use std::time::Duration;
 
@@ -186,7 +185,7 @@ fn bad_input_is_refused_with_one_error_line_before_anything_starts() {
             args.push("--headless".into());
         }
         let argv: Vec<&str> = args.iter().map(String::as_str).collect();
-        let out = common::run_in(&argv, Duration::from_secs(20), Some(dir.path()));
+        let out = harness::run_in(&argv, Duration::from_secs(20), Some(dir.path()));
         let errors: Vec<&str> = out.stderr.lines().filter(|l| l.starts_with("error:")).collect();
         let mut wrong = Vec::new();
         if out.code != Some(1) {

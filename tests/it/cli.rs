@@ -1,8 +1,6 @@
 //! The command line as a user meets it: the real binary, against the simulator on loopback.
 
-mod common;
-
-use common::{results, run, Server};
+use crate::harness::{results, run, Server};
 use std::time::Duration;
 
 /// The default run (no --host): starts its own simulator, runs, writes results, exits 0.

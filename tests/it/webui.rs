@@ -2,21 +2,11 @@
 //! with `--no-autostart`, a taken port, and the page rendered in a real browser (headless
 //! Chromium), which saves a screenshot under `target/webui/` as a CI artifact.
 
-mod common;
-
-use common::{results, Server, BIN};
+use crate::harness::{self, free_port, results, Server, BIN};
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// A run with the web UI on `port`, started in `dir` (Goose's report folders land there).
 struct Run {
@@ -95,11 +85,8 @@ impl Run {
     /// Waits for the process to exit on its own.
     fn finish(mut self, limit: Duration) -> (Option<i32>, String) {
         let child = self.child.take().unwrap();
-        let out = common::wait_bounded(child, limit);
-        (
-            out.status.code(),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-        )
+        let out = harness::wait_bounded(child, limit);
+        (out.code, out.stdout)
     }
 }
 
@@ -193,7 +180,7 @@ fn no_autostart_is_driven_from_the_page() {
 fn a_taken_port_is_one_clear_line() {
     let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = held.local_addr().unwrap().port().to_string();
-    let out = common::run(
+    let out = harness::run(
         &["--dashboard-port", &port, "--run-time", "2s"],
         Duration::from_secs(20),
     );

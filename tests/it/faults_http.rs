@@ -1,8 +1,8 @@
-//! The REST/webhook fault suite (issue 7, "Reliability"): the real binary against a `serve`
-//! process whose API misbehaves, one fault at a time. For each fault the tool must keep its
-//! word: every failed request counted and named (in Goose's errors, the results file's `api`
-//! `errors`, and the console's "Failed requests by reason" table), no panic, bounded memory, a
-//! readable console, and the run over on time with its results written and judged.
+//! The REST/webhook fault suite: the real binary against a `serve` process whose API misbehaves,
+//! one fault at a time. For each fault the tool must keep its word: every failed request counted
+//! and named (in Goose's errors, the results file's `api` `errors`, and the console's "Failed
+//! requests by reason" table), no panic, bounded memory, a readable console, and the run over on
+//! time with its results written and judged.
 //!
 //! | fault | what the requests report |
 //! |---|---|
@@ -14,154 +14,20 @@
 //! | `--garbage-kind huge` | `body too large (over 1 MiB)`, and the load generator's peak RSS stays flat |
 //! | the target killed mid-run | `connection refused`, the run goes on to its end, exit status 2 |
 
-mod common;
-
-use common::{results, Server, BIN};
+use crate::harness::{count, results, run_against, verdict, Output, Server};
 use serde_json::Value;
 use std::collections::BTreeMap;
-use std::io::Read;
-use std::path::Path;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
-
-/// What a run printed, how it exited, how long it took, and its peak resident memory.
-#[derive(Debug)]
-struct Run {
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
-    elapsed: Duration,
-    /// The load generator's peak RSS (VmHWM) in KiB, as last seen before it exited.
-    peak_kib: u64,
-}
-
-impl Run {
-    fn all(&self) -> String {
-        format!("{}\n{}", self.stdout, self.stderr)
-    }
-
-    /// The console's final "Failed requests by reason" table, reason -> count.
-    fn failed_by_reason(&self) -> BTreeMap<String, u64> {
-        let mut rows = BTreeMap::new();
-        let mut lines = self.stdout.lines();
-        if !lines.any(|l| l.starts_with("Failed requests by reason")) {
-            return rows;
-        }
-        for line in lines.skip(1) {
-            let line = line.trim();
-            let Some((count, reason)) = line.split_once("  ") else {
-                break;
-            };
-            let Ok(n) = count.trim().replace(',', "").parse::<u64>() else {
-                break;
-            };
-            rows.insert(reason.trim().to_string(), n);
-        }
-        rows
-    }
-
-    /// The run ended by itself, judged: no crash, no panic.
-    fn assert_clean_exit(&self) {
-        assert!(
-            matches!(self.code, Some(0) | Some(2)),
-            "exit {:?}\n{}",
-            self.code,
-            self.all()
-        );
-        assert!(!self.all().contains("panicked"), "{}", self.all());
-    }
-}
-
-/// The peak resident memory of process `pid` so far, in KiB.
-fn vm_hwm_kib(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    line.split_whitespace().nth(1)?.parse().ok()
-}
-
-/// Longest a run may take past its run time: start-up, the post-run hook, a slow shared machine.
-const GRACE: Duration = Duration::from_secs(25);
-
-/// Runs the load generator against `host` for `run_time` seconds with `args` (and the
-/// headless, all-at-once settings every case shares), writing its results to `out`; kills it
-/// and fails if it outlives the run time by more than [`GRACE`]. Polls its peak memory as it
-/// runs, and calls `at(elapsed)` on the way (to kill the target mid-run).
-fn run_against(host: &str, run_time: u64, args: &[&str], out: &Path, mut at: impl FnMut(Duration)) -> Run {
-    let run_time_arg = format!("{run_time}s");
-    let started = Instant::now();
-    let mut child = Command::new(BIN)
-        .args(["--host", host, "--headless", "--hatch-rate", "100"])
-        .args(["--run-time", &run_time_arg, "--output", out.to_str().unwrap()])
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start phone-agent-load");
-    let pid = child.id();
-    let drain = |mut pipe: Box<dyn Read + Send>| {
-        std::thread::spawn(move || {
-            let mut text = String::new();
-            let _ = pipe.read_to_string(&mut text);
-            text
-        })
-    };
-    let stdout = drain(Box::new(child.stdout.take().unwrap()));
-    let stderr = drain(Box::new(child.stderr.take().unwrap()));
-    let limit = Duration::from_secs(run_time) + GRACE;
-    let mut peak_kib = 0;
-    let status = loop {
-        if let Some(kib) = vm_hwm_kib(pid) {
-            peak_kib = peak_kib.max(kib);
-        }
-        if let Some(status) = child.try_wait().expect("wait for phone-agent-load") {
-            break status;
-        }
-        if started.elapsed() > limit {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!(
-                "phone-agent-load did not finish within {limit:?}:\n{}",
-                stdout.join().unwrap_or_default()
-            );
-        }
-        at(started.elapsed());
-        std::thread::sleep(Duration::from_millis(25));
-    };
-    Run {
-        code: status.code(),
-        stdout: stdout.join().unwrap_or_default(),
-        stderr: stderr.join().unwrap_or_default(),
-        elapsed: started.elapsed(),
-        peak_kib,
-    }
-}
-
-fn u(v: &Value) -> u64 {
-    v.as_u64().unwrap_or_else(|| panic!("not a count: {v}"))
-}
+use std::time::Duration;
 
 /// The results file's API errors, "METHOD name: error" -> count.
 fn api_errors(r: &Value) -> BTreeMap<String, u64> {
     serde_json::from_value(r["api"]["errors"].clone()).unwrap()
 }
 
-/// The verdict on `metric`.
-fn verdict<'a>(r: &'a Value, metric: &str) -> &'a Value {
-    r["verdicts"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|v| v["metric"] == metric)
-        .unwrap_or_else(|| panic!("no verdict for {metric}: {}", r["verdicts"]))
-}
-
 /// REST and webhook users only, `users` of them, with no waits.
 fn api_only(users: &str) -> Vec<&str> {
     vec!["--skip-ws", "--skip-ai", "--users", users, "--no-wait"]
 }
-
-fn no_hook(_: Duration) {}
 
 #[test]
 fn stalled_requests_end_at_the_timeout_named_and_the_run_ends_on_time() {
@@ -170,14 +36,14 @@ fn stalled_requests_end_at_the_timeout_named_and_the_run_ends_on_time() {
     let out = dir.path().join("r.json");
     let mut args = api_only("4");
     args.extend(["--timeout", "2", "-q"]);
-    let run = run_against(&server.url, 5, &args, &out, no_hook);
+    let run = run_against(&server.url, 5, &args, &out, |_| {});
     run.assert_clean_exit();
     let r = results(&out);
     let api = &r["api"];
     // Four users, each request held until Goose's 2 s timeout: a few each, every one failed.
-    let requests = u(&api["requests"]);
+    let requests = count(&api["requests"]);
     assert!((4..=4 * 4).contains(&requests), "{api}");
-    assert_eq!(u(&api["failures"]), requests, "{api}");
+    assert_eq!(count(&api["failures"]), requests, "{api}");
     let errors = api_errors(&r);
     assert!(
         !errors.is_empty() && errors.keys().all(|e| e.ends_with("operation timed out")),
@@ -198,13 +64,17 @@ fn stalled_requests_end_at_the_timeout_named_and_the_run_ends_on_time() {
     // The simulator counted a stall for every request it received (each of the tool's, and any
     // the tool left out of its metrics), none cut at once, and no other fault.
     let stats = server.stats();
-    let received: u64 = stats["requests"].as_object().unwrap().values().map(u).sum();
+    let received: u64 = stats["requests"].as_object().unwrap().values().map(count).sum();
     let faults = &stats["faults"];
-    assert_eq!(u(&faults["stalled"]), received, "{stats}");
+    assert_eq!(count(&faults["stalled"]), received, "{stats}");
     assert!(received >= requests, "{stats}");
-    assert_eq!(u(&faults["stalls_cut_at_once"]), 0, "{faults}");
+    assert_eq!(count(&faults["stalls_cut_at_once"]), 0, "{faults}");
     assert!(
-        faults["garbage"].as_object().unwrap().values().all(|n| u(n) == 0),
+        faults["garbage"]
+            .as_object()
+            .unwrap()
+            .values()
+            .all(|n| count(n) == 0),
         "{faults}"
     );
     assert_eq!(verdict(&r, "API success rate")["status"], "critical");
@@ -220,17 +90,17 @@ fn stalled_requests_end_at_the_timeout_named_and_the_run_ends_on_time() {
 
 /// A 5 s run against a simulator failing `error_rate` of the requests with 500: the results
 /// file, the run, and the share of the requests the simulator failed, in %.
-fn run_with_error_rate(error_rate: &str) -> (Value, Run, f64) {
+fn run_with_error_rate(error_rate: &str) -> (Value, Output, f64) {
     let server = Server::start(&["--error-rate", error_rate]);
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("r.json");
     let mut args = api_only("8");
     args.push("-q");
-    let run = run_against(&server.url, 5, &args, &out, no_hook);
+    let run = run_against(&server.url, 5, &args, &out, |_| {});
     run.assert_clean_exit();
     let stats = server.stats();
-    let received: u64 = stats["requests"].as_object().unwrap().values().map(u).sum();
-    let injected = 100.0 * u(&stats["injected_errors"]) as f64 / received as f64;
+    let received: u64 = stats["requests"].as_object().unwrap().values().map(count).sum();
+    let injected = 100.0 * count(&stats["injected_errors"]) as f64 / received as f64;
     (results(&out), run, injected)
 }
 
@@ -239,7 +109,7 @@ fn run_with_error_rate(error_rate: &str) -> (Value, Run, f64) {
 /// four standard deviations of a binomial draw where too few requests were made to be closer.
 fn assert_success_rate(r: &Value, injected: f64, expected: f64) -> f64 {
     let api = &r["api"];
-    let requests = u(&api["requests"]);
+    let requests = count(&api["requests"]);
     assert!(requests >= 2000, "too few requests to judge: {api}");
     let rate = api["success_rate"].as_f64().unwrap();
     assert!(
@@ -271,14 +141,21 @@ fn a_fifth_of_requests_failing_500_is_an_80_percent_success_rate_and_critical() 
         errors.keys().all(|e| e.contains("500 Internal Server Error")),
         "{errors:?}"
     );
-    assert_eq!(errors.values().sum::<u64>(), u(&api["failures"]), "{errors:?}");
+    assert_eq!(
+        errors.values().sum::<u64>(),
+        count(&api["failures"]),
+        "{errors:?}"
+    );
     let table = run.failed_by_reason();
     assert_eq!(
         table.keys().collect::<Vec<_>>(),
         ["Unexpected status 500"],
         "{table:?}"
     );
-    assert!(table["Unexpected status 500"] >= u(&api["failures"]), "{table:?}");
+    assert!(
+        table["Unexpected status 500"] >= count(&api["failures"]),
+        "{table:?}"
+    );
     eprintln!(
         "error rate 0.2: {} requests, success rate {rate:.2} % (simulator failed {injected:.2} %)",
         api["requests"]
@@ -290,7 +167,7 @@ fn a_few_requests_in_a_thousand_failing_500_is_no_critical_success_rate() {
     let (r, run, injected) = run_with_error_rate("0.005");
     let api = &r["api"];
     let rate = assert_success_rate(&r, injected, 99.5);
-    assert!(u(&api["failures"]) > 0, "{api}");
+    assert!(count(&api["failures"]) > 0, "{api}");
     // 99.5 % is on target (above 99 %).
     let v = verdict(&r, "API success rate");
     assert_eq!(v["status"], "target", "{v}");
@@ -318,7 +195,7 @@ fn garbage_is_named(kind: &str, reason: &str, json_rows_only: bool, max_peak_mib
     let users = USERS.to_string();
     let mut args = api_only(&users);
     args.push("-q");
-    let run = run_against(&server.url, 3, &args, &out, no_hook);
+    let run = run_against(&server.url, 3, &args, &out, |_| {});
     run.assert_clean_exit();
     let peak_mib = run.peak_kib as f64 / 1024.0;
     assert!(
@@ -327,7 +204,7 @@ fn garbage_is_named(kind: &str, reason: &str, json_rows_only: bool, max_peak_mib
     );
     let r = results(&out);
     let api = &r["api"];
-    let failures = u(&api["failures"]);
+    let failures = count(&api["failures"]);
     let errors = api_errors(&r);
     // Every failure is garbage, named: no other error, no second error for one request.
     assert!(failures >= 20, "{kind}: {api}");
@@ -348,9 +225,9 @@ fn garbage_is_named(kind: &str, reason: &str, json_rows_only: bool, max_peak_mib
     for e in api["endpoints"].as_array().unwrap() {
         let webhook = e["name"].as_str().unwrap().starts_with("/webhooks/");
         if json_rows_only && webhook {
-            assert_eq!(u(&e["failures"]), 0, "{kind}: {e}");
+            assert_eq!(count(&e["failures"]), 0, "{kind}: {e}");
         } else {
-            telling += u(&e["requests"]);
+            telling += count(&e["requests"]);
         }
     }
     let share = failures as f64 / telling as f64;
@@ -364,9 +241,9 @@ fn garbage_is_named(kind: &str, reason: &str, json_rows_only: bool, max_peak_mib
     // The simulator counted every garbage answer under its kind (those the tool could not tell
     // too), about a fifth of what it received, and nothing else.
     let stats = server.stats();
-    let received: u64 = stats["requests"].as_object().unwrap().values().map(u).sum();
+    let received: u64 = stats["requests"].as_object().unwrap().values().map(count).sum();
     let garbage = &stats["faults"]["garbage"];
-    let sent = u(&garbage[kind]);
+    let sent = count(&garbage[kind]);
     assert!(
         sent >= failures,
         "{kind}: {failures} failed, {sent} garbage sent: {garbage}"
@@ -376,9 +253,9 @@ fn garbage_is_named(kind: &str, reason: &str, json_rows_only: bool, max_peak_mib
         (0.12..0.28).contains(&sent_share),
         "{kind}: {sent} of {received} answers garbage"
     );
-    let others: u64 = garbage.as_object().unwrap().values().map(u).sum::<u64>() - sent;
+    let others: u64 = garbage.as_object().unwrap().values().map(count).sum::<u64>() - sent;
     assert_eq!(others, 0, "{kind}: {garbage}");
-    assert_eq!(u(&stats["faults"]["stalled"]), 0, "{kind}: {stats}");
+    assert_eq!(count(&stats["faults"]["stalled"]), 0, "{kind}: {stats}");
     assert_eq!(run.code, Some(2), "a fifth failing is critical\n{}", run.all());
     eprintln!(
         "garbage {kind}: {failures} of {telling} requests failed as '{reason}', peak RSS {peak_mib:.1} MiB"
@@ -448,7 +325,7 @@ fn target_killed_mid_run(quiet: bool) {
     assert_eq!(r["interrupted"], false, "{}", r["interrupt_reason"]);
     let api = &r["api"];
     assert!(
-        u(&api["failures"]) > 0 && u(&api["requests"]) > u(&api["failures"]),
+        count(&api["failures"]) > 0 && count(&api["requests"]) > count(&api["failures"]),
         "{api}"
     );
     assert_eq!(verdict(&r, "API success rate")["status"], "critical");
@@ -459,7 +336,7 @@ fn target_killed_mid_run(quiet: bool) {
     assert!(refused >= 1000, "{table:?}");
     // The results file keeps the same counts, with the cause Goose's errors leave out.
     assert_eq!(
-        u(&r["failures_by_reason"]["connection refused"]),
+        count(&r["failures_by_reason"]["connection refused"]),
         refused,
         "{}",
         r["failures_by_reason"]

@@ -1,15 +1,16 @@
-//! The fuzzers' findings as regression tests (issue 7, "Bad input"): every input kept under
-//! `fuzz/regressions/<target>/` (each crash a fuzz target found, minimised) and the seed corpora
-//! under `fuzz/seeds/<target>/` replay through the fuzz targets' own code (`fuzz/harness.rs`),
-//! and none may panic. A plain `cargo test`: no cargo-fuzz, no nightly. To add a finding, copy
-//! the minimised crash file into `fuzz/regressions/<target>/` (see `fuzz/README.md`).
+//! The fuzzers' findings as regression tests: every input kept under `fuzz/regressions/<target>/`
+//! (each crash a fuzz target found, minimised) and the seed corpora under `fuzz/seeds/<target>/`
+//! replay through the fuzz targets' own code (`fuzz/harness.rs`), and none may panic. A plain
+//! `cargo test`: no cargo-fuzz, no nightly. To add a finding, copy the minimised crash file into
+//! `fuzz/regressions/<target>/` (see `fuzz/README.md`).
 //!
 //! A finding whose fix has not landed yet is kept as `fuzz/regressions/<target>/open-<name>`: the
-//! CI tests leave it out (and say so); `cargo test --test fuzz_regressions -- --ignored` replays
-//! exactly those. Fixing the parser and dropping the `open-` prefix makes it a regression test.
+//! CI tests leave it out (and say so); `cargo test --test it fuzz_regressions -- --ignored`
+//! replays exactly those. Fixing the parser and dropping the `open-` prefix makes it a regression
+//! test.
 
-#[path = "../fuzz/harness.rs"]
-mod harness;
+#[path = "../../fuzz/harness.rs"]
+mod fuzz_harness;
 
 use std::cell::RefCell;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -71,7 +72,9 @@ thread_local! {
     static PANIC_AT: RefCell<Option<String>> = const { RefCell::new(None) };
 }
 
-/// Keeps each panic's location for the failure message; the usual report is still printed.
+/// Keeps each panic's location for the failure message; the usual report is still printed. The
+/// hook is the whole process's: the other tests' panics pass through it too, and only note their
+/// location on their own thread.
 fn record_panic_locations() {
     static HOOK: Once = Once::new();
     HOOK.call_once(|| {
@@ -86,7 +89,7 @@ fn record_panic_locations() {
 
 /// Runs `inputs` through `target`; one line per input that panicked.
 fn panics<'a>(target: &str, inputs: impl Iterator<Item = &'a PathBuf>) -> Vec<String> {
-    let (_, run) = harness::TARGETS
+    let (_, run) = fuzz_harness::TARGETS
         .iter()
         .find(|(name, _)| *name == target)
         .expect("a known target");
@@ -133,7 +136,7 @@ fn results_inputs_never_panic() {
 #[ignore = "replays known, unfixed crashes"]
 fn open_findings() {
     let mut failures = Vec::new();
-    for (target, _) in harness::TARGETS {
+    for (target, _) in fuzz_harness::TARGETS {
         let open: Vec<PathBuf> = inputs("regressions", target)
             .into_iter()
             .filter(|p| is_open(p))
@@ -151,7 +154,7 @@ fn open_findings() {
 /// Every folder of kept inputs belongs to a target, so none is silently skipped.
 #[test]
 fn input_folders_name_known_targets() {
-    let known: Vec<&str> = harness::TARGETS.iter().map(|(name, _)| *name).collect();
+    let known: Vec<&str> = fuzz_harness::TARGETS.iter().map(|(name, _)| *name).collect();
     for kind in ["seeds", "regressions"] {
         let Ok(entries) = std::fs::read_dir(fuzz_dir().join(kind)) else {
             continue;

@@ -3,8 +3,7 @@
 //! a stub answering each route with a status the test picks (the success rules for statuses the
 //! simulator never sends).
 
-mod common;
-
+use crate::harness;
 use axum::extract::{Request, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -61,7 +60,7 @@ struct Users {
 /// Runs `users` of the three classes against `host` for `secs`.
 async fn attack(host: &str, users: Users, no_wait: bool, secs: usize) -> GooseMetrics {
     let shared = shared(no_wait);
-    let attack = common::quiet(
+    let attack = harness::quiet(
         GooseAttack::initialize_with_config(GooseConfiguration::default())
             .unwrap()
             .register_scenario(api::api_user(&shared).unwrap().set_weight(users.api).unwrap())

@@ -2,9 +2,7 @@
 //! on loopback, against a `serve` simulator. Exact merging, refusals, a lost worker, a lost
 //! manager, and `merge` of results files agreeing with the manager's merge.
 
-mod common;
-
-use common::{results, Server, BIN};
+use crate::harness::{free_port, results, Server, BIN};
 use goose::goose::GooseMethod;
 use goose::metrics::GooseRequestMetricTimingData;
 use phone_agent_load::analysis::results::RawData;
@@ -126,11 +124,6 @@ impl Drop for Proc {
     }
 }
 
-fn free_port() -> String {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().port().to_string()
-}
-
 fn raw(r: &Value) -> RawData {
     serde_json::from_value(r["raw"].clone()).expect("raw data in the results file")
 }
@@ -173,7 +166,7 @@ fn manager_and_two_workers_merge_exactly_and_merge_agrees() {
     // the merged verdict is critical).
     let server = Server::start(&["--error-rate", "0.2"]);
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
+    let port = free_port().to_string();
     let manager = Proc::start(
         &[
             "--manager",
@@ -334,7 +327,7 @@ fn manager_and_two_workers_merge_exactly_and_merge_agrees() {
 #[test]
 fn mismatched_workers_are_refused_and_both_sides_say_why() {
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
+    let port = free_port().to_string();
     let mut manager = Proc::start(
         &[
             "--manager",
@@ -427,7 +420,7 @@ fn mismatched_workers_are_refused_and_both_sides_say_why() {
 fn a_killed_worker_is_reported_and_the_run_completes_non_zero() {
     let server = Server::start(&[]);
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
+    let port = free_port().to_string();
     let mut manager = Proc::start(
         &[
             "--manager",
@@ -486,7 +479,7 @@ fn a_killed_worker_is_reported_and_the_run_completes_non_zero() {
 fn a_lost_manager_stops_the_workers_who_keep_their_results() {
     let server = Server::start(&[]);
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
+    let port = free_port().to_string();
     let mut manager = Proc::start(
         &[
             "--manager",
@@ -611,7 +604,7 @@ fn workers_in_their_own_network_namespaces() {
     let server = Server::start(&["--bind", "10.231.0.1"]);
     let host = server.url.clone();
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
+    let port = free_port().to_string();
     let manager = Proc::start(
         &[
             "--manager",

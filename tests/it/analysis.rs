@@ -1,6 +1,7 @@
 //! The post-run analysis: verdict edges, the slope fit, the results file's contract, the api
 //! section from a real Goose run on loopback, the memory sampler, hooks and the HTML report.
 
+use crate::harness;
 use axum::routing::get;
 use goose::config::GooseConfiguration;
 use goose::metrics::{GooseMetrics, GooseRequestMetricAggregate, GooseRequestMetricTimingData, TimeBuckets};
@@ -15,10 +16,6 @@ use phone_agent_load::measure::{AiStats, Snapshot, StreamStats, Turn};
 use serde_json::Value;
 use std::collections::HashMap;
 use std::time::Duration;
-
-/// Tests that measure this process's memory or run Goose take turns, so one's allocations do not
-/// blur another's readings.
-static HEAVY: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 fn plan(mode: AiMode, skips: Skips) -> RunPlan {
     let o = Overrides {
@@ -55,7 +52,7 @@ fn every_default_threshold_edge_is_judged_both_ways() {
             assert_eq!(judge(value, band, higher_is_worse), want, "{value} in {band:?}");
         }
     }
-    // The seed's table, literally.
+    // Points either side of the default bands.
     assert_eq!(judge(199.0, t.api_p95_ms, true), Status::Target);
     assert_eq!(judge(501.0, t.api_p95_ms, true), Status::Critical);
     assert_eq!(judge(99.5, t.api_success_pct, false), Status::Target);
@@ -717,7 +714,6 @@ async fn calls(user: &mut GooseUser) -> TransactionResult {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn api_section_from_a_real_goose_run_merges_histograms_and_drops_custom_rows() {
-    let _turn = HEAVY.lock().await;
     let router = axum::Router::new().route("/fast", get(|| async { "ok" })).route(
         "/slow",
         get(|| async {
@@ -793,9 +789,25 @@ async fn api_section_from_a_real_goose_run_merges_histograms_and_drops_custom_ro
 
 // ---------------------------------------------------------------- memory sampler
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sampler_sees_a_50_mb_allocation_as_growth() {
-    let _turn = HEAVY.lock().await;
+/// Samples this process's own memory, which the tests running beside it would blur: alone in a
+/// process of its own.
+#[test]
+fn sampler_sees_a_50_mb_allocation_as_growth() {
+    harness::alone_in_a_process(
+        "analysis::sampler_sees_a_50_mb_allocation_as_growth",
+        Duration::from_secs(60),
+        || {
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .unwrap()
+                .block_on(a_50_mb_allocation_is_growth())
+        },
+    );
+}
+
+async fn a_50_mb_allocation_is_growth() {
     let sampler = MemorySampler::start(
         Some(MemoryTarget::Pid(std::process::id())),
         Duration::from_millis(50),

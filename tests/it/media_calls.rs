@@ -4,8 +4,7 @@
 //! exactly (message shapes, mark echo timing, clear, protocol errors, dropped calls). Plus the
 //! mock AI mode with no server, and a property test of the Media Streams parser.
 
-mod common;
-
+use crate::harness;
 use futures_util::{SinkExt, StreamExt};
 use goose::config::GooseConfiguration;
 use goose::metrics::GooseMetrics;
@@ -68,7 +67,7 @@ fn shared(
 /// Runs `scenario` with `users` users against `host` for `secs` after they all started;
 /// returns Goose's metrics and how long the attack took.
 async fn attack(scenario: Scenario, host: &str, users: usize, secs: usize) -> (GooseMetrics, Duration) {
-    let attack = common::quiet(
+    let attack = harness::quiet(
         GooseAttack::initialize_with_config(GooseConfiguration::default())
             .unwrap()
             .set_client_builder_without_cookies(goose::client::GooseClientBuilder::new().without_cookies())
@@ -646,7 +645,8 @@ async fn ai_rtf_tracks_the_pipeline_speed() {
 // ---------------------------------------------------------------------------------------------
 // Mock mode and the parser.
 
-/// `--ai-mode mock` needs no server: turns follow the SPEC latency model, stage by stage.
+/// `--ai-mode mock` needs no server: turns follow the pipeline latency model
+/// (`ai_model::latencies`), stage by stage.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mock_ai_calls_need_no_server() {
     let shared = shared(AiMode::Mock, true, 30.0, 2.0, vec![]);

@@ -1,8 +1,8 @@
-//! The media-stream fault suite (issue 7, "Reliability"): the real binary against a `serve`
-//! process whose agent misbehaves on its WebSocket, one fault at a time. For each fault the
-//! tool must keep its word: every failed call counted and named (in Goose's errors, the results
-//! file's `errors`, and the console's "Failed requests by reason" table), the call ended, no
-//! panic, no hot loop, bounded memory, and the run over on time with its results written.
+//! The media-stream fault suite: the real binary against a `serve` process whose agent misbehaves
+//! on its WebSocket, one fault at a time. For each fault the tool must keep its word: every failed
+//! call counted and named (in Goose's errors, the results file's `errors`, and the console's
+//! "Failed requests by reason" table), the call ended, no panic, no hot loop, bounded memory, and
+//! the run over on time with its results written.
 //!
 //! | fault (serve option) | what the calls report |
 //! |---|---|
@@ -12,154 +12,24 @@
 //! | `--ws-oversized-rate 1` | `protocol error: message too large (over 1 MiB)`, and the load generator's peak RSS stays flat |
 //! | `--ai-mute-rate 1` | the AI turn fails `no answer within 5s` (`--turn-timeout 5`), and the call goes on to its next turn |
 
-mod common;
-
-use common::{results, Server, BIN};
+use crate::harness::{count, results, run_against, status, Server};
 use phone_agent_load::scenarios::call::MAX_MESSAGE;
 use serde_json::Value;
 use std::collections::BTreeMap;
-use std::io::Read;
 use std::path::Path;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
-
-/// What a run printed, how it exited, how long it took, and its peak resident memory.
-#[derive(Debug)]
-struct Run {
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
-    elapsed: Duration,
-    /// The load generator's peak RSS (VmHWM) in KiB, as last seen before it exited.
-    peak_kib: u64,
-}
-
-impl Run {
-    fn all(&self) -> String {
-        format!("{}\n{}", self.stdout, self.stderr)
-    }
-
-    /// The console's final "Failed requests by reason" table, reason -> count.
-    fn failed_by_reason(&self) -> BTreeMap<String, u64> {
-        let mut rows = BTreeMap::new();
-        let mut lines = self.stdout.lines();
-        if !lines.any(|l| l.starts_with("Failed requests by reason")) {
-            return rows;
-        }
-        for line in lines.skip(1) {
-            let line = line.trim();
-            let Some((count, reason)) = line.split_once("  ") else {
-                break;
-            };
-            let Ok(n) = count.trim().replace(',', "").parse::<u64>() else {
-                break;
-            };
-            rows.insert(reason.trim().to_string(), n);
-        }
-        rows
-    }
-
-    /// The run ended by itself, with a verdict's status: no crash, no panic.
-    fn assert_clean_exit(&self) {
-        assert!(
-            matches!(self.code, Some(0) | Some(2)),
-            "exit {:?}\n{}",
-            self.code,
-            self.all()
-        );
-        assert!(!self.all().contains("panicked"), "{}", self.all());
-    }
-}
-
-/// The peak resident memory of process `pid` so far, in KiB.
-fn vm_hwm_kib(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    line.split_whitespace().nth(1)?.parse().ok()
-}
-
-/// Runs the load generator against `host` for `run_time` with `args` (and the headless, quiet,
-/// all-at-once settings every case shares), writing its results to `out`; kills it and fails
-/// if it outlives the run time by more than `grace`. Polls its peak memory as it runs.
-fn run_against(host: &str, run_time: u64, args: &[&str], out: &Path, grace: Duration) -> Run {
-    let run_time_arg = format!("{run_time}s");
-    let started = Instant::now();
-    let mut child = Command::new(BIN)
-        .args(["--host", host, "--headless", "-q", "--hatch-rate", "100"])
-        .args(["--run-time", &run_time_arg, "--output", out.to_str().unwrap()])
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start phone-agent-load");
-    let pid = child.id();
-    let drain = |mut pipe: Box<dyn Read + Send>| {
-        std::thread::spawn(move || {
-            let mut text = String::new();
-            let _ = pipe.read_to_string(&mut text);
-            text
-        })
-    };
-    let stdout = drain(Box::new(child.stdout.take().unwrap()));
-    let stderr = drain(Box::new(child.stderr.take().unwrap()));
-    let limit = Duration::from_secs(run_time) + grace;
-    let mut peak_kib = 0;
-    let status = loop {
-        if let Some(kib) = vm_hwm_kib(pid) {
-            peak_kib = peak_kib.max(kib);
-        }
-        if let Some(status) = child.try_wait().expect("wait for phone-agent-load") {
-            break status;
-        }
-        if started.elapsed() > limit {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!(
-                "phone-agent-load did not finish within {limit:?}:\n{}",
-                stdout.join().unwrap_or_default()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(25));
-    };
-    Run {
-        code: status.code(),
-        stdout: stdout.join().unwrap_or_default(),
-        stderr: stderr.join().unwrap_or_default(),
-        elapsed: started.elapsed(),
-        peak_kib,
-    }
-}
-
-/// Longest a run may take past its run time: start-up, the post-run hook, a slow shared machine.
-const GRACE: Duration = Duration::from_secs(25);
+use std::time::Duration;
 
 /// The results file's stream errors, reason -> count.
 fn stream_errors(r: &Value) -> BTreeMap<String, u64> {
     serde_json::from_value(r["websocket"]["errors"].clone()).unwrap()
 }
 
-/// The status of the verdict on `metric` ("target", "warning", "critical").
-fn status<'a>(r: &'a Value, metric: &str) -> &'a str {
-    r["verdicts"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|v| v["metric"] == metric)
-        .and_then(|v| v["status"].as_str())
-        .unwrap_or_else(|| panic!("no verdict on {metric}: {}", r["verdicts"]))
-}
-
-fn u(v: &Value) -> u64 {
-    v.as_u64().unwrap_or_else(|| panic!("not a count: {v}"))
-}
-
 const CONNECT: &str = "WS media stream: connect";
 const CALL: &str = "WS media stream: call";
 
-/// Media-stream calls only, `users` of them.
+/// Media-stream calls only, `users` of them, quiet.
 fn streams_only(users: &str) -> Vec<&str> {
-    vec!["--skip-api", "--skip-ai", "--ws-connections", users]
+    vec!["-q", "--skip-api", "--skip-ai", "--ws-connections", users]
 }
 
 #[test]
@@ -167,7 +37,7 @@ fn refused_upgrades_are_named_per_call_and_the_run_ends_on_time() {
     let server = Server::start(&["--max-streams", "1"]);
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("r.json");
-    let run = run_against(&server.url, 4, &streams_only("3"), &out, GRACE);
+    let run = run_against(&server.url, 4, &streams_only("3"), &out, |_| {});
     run.assert_clean_exit();
     let r = results(&out);
     let ws = &r["websocket"];
@@ -175,10 +45,10 @@ fn refused_upgrades_are_named_per_call_and_the_run_ends_on_time() {
 
     // One call holds the only slot for the whole run; the other two users are refused each
     // time they dial, after a growing back-off: a few tries each, not a hot loop.
-    assert_eq!(u(&ws["connections_successful"]), 1, "{ws}");
+    assert_eq!(count(&ws["connections_successful"]), 1, "{ws}");
     assert!((2..=2 * 6).contains(&refused), "{refused} refused\n{ws}");
-    assert_eq!(u(&ws["connections_attempted"]), 1 + refused);
-    assert_eq!(u(&ws["connections_failed"]), refused);
+    assert_eq!(count(&ws["connections_attempted"]), 1 + refused);
+    assert_eq!(count(&ws["connections_failed"]), refused);
     assert_eq!(
         stream_errors(&r),
         BTreeMap::from([("refused upgrade: 503".to_string(), refused)])
@@ -207,7 +77,7 @@ fn calls_dropped_mid_call_are_named_and_end() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("r.json");
     // The simulator drops every call 1-5 s in: each user's first call is dropped by 7 s.
-    let run = run_against(&server.url, 7, &streams_only("3"), &out, GRACE);
+    let run = run_against(&server.url, 7, &streams_only("3"), &out, |_| {});
     run.assert_clean_exit();
     let r = results(&out);
     let ws = &r["websocket"];
@@ -215,14 +85,14 @@ fn calls_dropped_mid_call_are_named_and_end() {
     let dropped = errors.get("closed by server mid-call").copied().unwrap_or(0);
     assert!(dropped >= 3, "{ws}");
     assert_eq!(errors.len(), 1, "only drops: {errors:?}");
-    assert_eq!(u(&ws["calls_failed"]), dropped);
+    assert_eq!(count(&ws["calls_failed"]), dropped);
     // Every call ended: dropped, or hung up when the run ended.
     assert_eq!(
-        u(&ws["calls_failed"]) + u(&ws["calls_completed"]),
-        u(&ws["connections_successful"]),
+        count(&ws["calls_failed"]) + count(&ws["calls_completed"]),
+        count(&ws["connections_successful"]),
         "{ws}"
     );
-    assert!(u(&ws["connections_successful"]) <= 3 * 6, "no hot loop: {ws}");
+    assert!(count(&ws["connections_successful"]) <= 3 * 6, "no hot loop: {ws}");
     // Connected, then dropped: the connection verdict can't see it, the calls verdict does.
     assert_eq!(status(&r, "media stream success"), "target");
     assert_ne!(status(&r, "media stream calls completed"), "target");
@@ -250,7 +120,7 @@ fn malformed_and_unknown_events_are_named_per_call() {
     let server = Server::start(&["--ws-garbage-rate", "1"]);
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("r.json");
-    let run = run_against(&server.url, 6, &streams_only("4"), &out, GRACE);
+    let run = run_against(&server.url, 6, &streams_only("4"), &out, |_| {});
     run.assert_clean_exit();
     let r = results(&out);
     let ws = &r["websocket"];
@@ -269,10 +139,10 @@ fn malformed_and_unknown_events_are_named_per_call() {
     }
     assert_eq!(errors.len(), kinds.len(), "nothing else: {errors:?}");
     let failed: u64 = errors.values().sum();
-    assert_eq!(u(&ws["calls_failed"]), failed, "{ws}");
+    assert_eq!(count(&ws["calls_failed"]), failed, "{ws}");
     assert_eq!(
-        failed + u(&ws["calls_completed"]),
-        u(&ws["connections_successful"]),
+        failed + count(&ws["calls_completed"]),
+        count(&ws["connections_successful"]),
         "every call ended: {ws}"
     );
     // Four users redialling with a growing back-off over 6 s: a handful of calls each.
@@ -290,18 +160,18 @@ fn malformed_and_unknown_events_are_named_per_call() {
     // The caller closed each broken call itself, and broke no rule of the simulator's.
     let stats = server.stats();
     let streams = &stats["streams"];
-    assert!(u(&streams["closed_without_stop"]) >= failed, "{streams}");
+    assert!(count(&streams["closed_without_stop"]) >= failed, "{streams}");
     assert_eq!(streams["protocol_errors"], serde_json::json!({}), "{streams}");
     // The simulator counted what it sent: at least the first garbage message of each failed
     // call, at most five per stream, and no other fault.
     let faults = &stats["faults"];
-    let sent = u(&faults["ws_garbage"]);
+    let sent = count(&faults["ws_garbage"]);
     assert!(
-        (failed..=5 * u(&streams["accepted"])).contains(&sent),
+        (failed..=5 * count(&streams["accepted"])).contains(&sent),
         "{sent} garbage messages for {failed} failed calls: {stats}"
     );
-    assert_eq!(u(&faults["ws_oversized"]), 0, "{faults}");
-    assert_eq!(u(&faults["ai_muted"]), 0, "{faults}");
+    assert_eq!(count(&faults["ws_oversized"]), 0, "{faults}");
+    assert_eq!(count(&faults["ai_muted"]), 0, "{faults}");
     assert!(run.elapsed < Duration::from_secs(6 + 10), "{:?}", run.elapsed);
     eprintln!("garbage: {errors:?} in a 6 s run that took {:?}", run.elapsed);
 }
@@ -313,7 +183,7 @@ fn oversized_messages_fail_the_call_without_being_buffered() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("r.json");
     let users = USERS.to_string();
-    let run = run_against(&server.url, 4, &streams_only(&users), &out, GRACE);
+    let run = run_against(&server.url, 4, &streams_only(&users), &out, |_| {});
     run.assert_clean_exit();
     let r = results(&out);
     let ws = &r["websocket"];
@@ -323,7 +193,7 @@ fn oversized_messages_fail_the_call_without_being_buffered() {
     // Each call gets a 4 MiB message 0.3-1 s in (in one frame or in fragments, in turn).
     assert!(n >= USERS, "{errors:?}");
     assert_eq!(errors.len(), 1, "{errors:?}");
-    assert_eq!(u(&ws["calls_failed"]), n);
+    assert_eq!(count(&ws["calls_failed"]), n);
     assert_eq!(status(&r, "media stream calls completed"), "critical");
     assert_eq!(run.code, Some(2), "a critical verdict fails the run");
     let table = run.failed_by_reason();
@@ -331,13 +201,13 @@ fn oversized_messages_fail_the_call_without_being_buffered() {
     // The simulator counted one oversized message per failed call at least, one per stream at
     // most, and no garbage.
     let stats = server.stats();
-    let oversized = u(&stats["faults"]["ws_oversized"]);
-    let accepted = u(&stats["streams"]["accepted"]);
+    let oversized = count(&stats["faults"]["ws_oversized"]);
+    let accepted = count(&stats["streams"]["accepted"]);
     assert!(
         (n..=accepted).contains(&oversized),
         "{oversized} for {n} failed calls: {stats}"
     );
-    assert_eq!(u(&stats["faults"]["ws_garbage"]), 0, "{stats}");
+    assert_eq!(count(&stats["faults"]["ws_garbage"]), 0, "{stats}");
     // Buffering the message on every call would take USERS x 4 MiB = 80 MiB on top of the
     // tool's own memory. Refused from the frame header (one frame), or once the fragments reach
     // the 1 MiB limit, a call holds at most the limit and one fragment. Runs of this test peak
@@ -393,6 +263,7 @@ fn unanswered_ai_turns_fail_after_the_timeout_and_the_call_goes_on() {
     // No pause before a turn: speak 0.6 s at once, wait 5 s in vain, speak again; the run ends
     // (at 8 s) while the second turn waits, which is not counted.
     let args = [
+        "-q",
         "--skip-api",
         "--skip-ws",
         "--ai-calls",
@@ -403,12 +274,12 @@ fn unanswered_ai_turns_fail_after_the_timeout_and_the_call_goes_on() {
         "--audio-dir",
         audio.to_str().unwrap(),
     ];
-    let run = run_against(&server.url, 8, &args, &out, GRACE);
+    let run = run_against(&server.url, 8, &args, &out, |_| {});
     run.assert_clean_exit();
     let r = results(&out);
     let ai = &r["ai_pipeline"];
-    assert_eq!(u(&ai["turns"]), 2, "{ai}");
-    assert_eq!(u(&ai["successful_turns"]), 0, "{ai}");
+    assert_eq!(count(&ai["turns"]), 2, "{ai}");
+    assert_eq!(count(&ai["successful_turns"]), 0, "{ai}");
     assert_eq!(
         ai["errors"],
         serde_json::json!({"no answer within 5s": 2}),
@@ -427,12 +298,12 @@ fn unanswered_ai_turns_fail_after_the_timeout_and_the_call_goes_on() {
     assert!(run.stdout.contains("0 of 2 turns answered"), "{}", run.stdout);
     // Each call went on after its failed turn (no hang-up, no redial): the agent heard a second
     // turn on the same call, and answered none.
-    assert_eq!(u(&ai["calls"]), 2, "{ai}");
+    assert_eq!(count(&ai["calls"]), 2, "{ai}");
     let stats = server.stats();
     let streams = &stats["streams"];
-    assert_eq!(u(&streams["accepted"]), 2, "{streams}");
-    assert!(u(&streams["utterances"]) >= 3, "{streams}");
-    assert_eq!(u(&streams["answers"]), 0, "{streams}");
+    assert_eq!(count(&streams["accepted"]), 2, "{streams}");
+    assert!(count(&streams["utterances"]) >= 3, "{streams}");
+    assert_eq!(count(&streams["answers"]), 0, "{streams}");
     // Every utterance heard was left unanswered on purpose, and counted so.
     assert_eq!(stats["faults"]["ai_muted"], streams["utterances"], "{stats}");
     let table = run.failed_by_reason();

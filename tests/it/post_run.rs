@@ -1,22 +1,11 @@
 //! The post-run hook end to end: the real binary against a `serve` process with faults injected,
 //! judged by the verdicts, the exit status and the results file a CI step reads.
 
-mod common;
-
-use common::{results, run, Server};
+use crate::harness::{self, results, run, verdict, Server};
 use serde_json::Value;
 use std::time::{Duration, Instant};
 
-fn verdict<'a>(r: &'a Value, metric: &str) -> &'a Value {
-    r["verdicts"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|v| v["metric"].as_str().unwrap_or("").starts_with(metric))
-        .unwrap_or_else(|| panic!("no verdict for {metric}: {}", r["verdicts"]))
-}
-
-/// The original suite's CI check, verbatim in spirit: api and ai_pipeline must both succeed.
+/// The check a CI step makes on the results file: api and ai_pipeline must both succeed.
 fn ci_snippet_passes(r: &Value) -> bool {
     r["api"]["success"] == true && r["ai_pipeline"]["success"] == true
 }
@@ -100,7 +89,7 @@ fn slow_api_is_critical_and_fails_the_run() {
     );
     assert_eq!(run_out.code, Some(2), "{}", run_out.all());
     let r = results(&out);
-    let v = verdict(&r, "API p95");
+    let v = verdict(&r, "API p95 latency");
     assert_eq!(v["status"], "critical", "{v}");
     assert!(v["value"].as_f64().unwrap() >= 600.0, "{v}");
     assert_eq!(r["api"]["success"], false);
@@ -191,7 +180,7 @@ fn ctrl_c_mid_run_still_writes_results_marked_interrupted() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("r.json");
     let report = dir.path().join("goose.html");
-    let child = std::process::Command::new(common::BIN)
+    let child = std::process::Command::new(harness::BIN)
         .args([
             "--headless",
             "--run-time",
@@ -208,14 +197,14 @@ fn ctrl_c_mid_run_still_writes_results_marked_interrupted() {
     std::thread::sleep(Duration::from_secs(8));
     let sent = Instant::now();
     unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
-    let output = common::wait_bounded(child, Duration::from_secs(30));
+    let output = harness::wait_bounded(child, Duration::from_secs(30));
     let stopped_in = sent.elapsed();
-    let all = String::from_utf8_lossy(&output.stderr).to_string() + &String::from_utf8_lossy(&output.stdout);
+    let all = output.all();
     assert!(
         stopped_in < Duration::from_secs(8),
         "took {stopped_in:?} to stop after Ctrl-C\n{all}"
     );
-    assert_ne!(output.status.code(), Some(0), "{all}");
+    assert_ne!(output.code, Some(0), "{all}");
     let r = results(&out);
     assert_eq!(r["interrupted"], true);
     assert!(

@@ -3,9 +3,7 @@
 //! (the load generator's own memory stays flat), and secrets (tokens never reach a console,
 //! log, report or results file).
 
-mod common;
-
-use common::{results, Server, BIN};
+use crate::harness::{self, results, verdict, Server, BIN};
 use serde_json::Value;
 use std::io::Read;
 use std::path::Path;
@@ -268,7 +266,7 @@ fn shortened_soak_keeps_the_load_generators_memory_flat() {
     const SLOPE_BOUND_MB_PER_MIN: f64 = 2.0;
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("soak.json");
-    let run = common::run_in(
+    let run = harness::run_in(
         &[
             "--headless",
             "--profile",
@@ -305,13 +303,8 @@ fn shortened_soak_keeps_the_load_generators_memory_flat() {
         slope < SLOPE_BOUND_MB_PER_MIN,
         "the load generator's memory grows {slope:.3} MB/min (bound {SLOPE_BOUND_MB_PER_MIN:.2})\n{lg}"
     );
-    let verdict = r["verdicts"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|v| v["metric"] == "load generator memory growth")
-        .expect("a load generator memory verdict");
-    assert_ne!(verdict["status"], "critical", "{verdict}");
+    let memory = verdict(&r, "load generator memory growth");
+    assert_ne!(memory["status"], "critical", "{memory}");
 }
 
 /// Nothing listens off loopback unless asked, and the simulator, which has no authentication,
@@ -319,7 +312,7 @@ fn shortened_soak_keeps_the_load_generators_memory_flat() {
 /// fails, so the test opens nothing to the network.)
 #[test]
 fn simulator_off_loopback_warns_that_it_is_open() {
-    let out = common::run(
+    let out = harness::run(
         &["serve", "--bind", "192.0.2.1", "--port", "0"],
         Duration::from_secs(20),
     );
@@ -419,7 +412,7 @@ fn secrets_stay_out_of_consoles_logs_reports_and_results() {
     ];
     args.extend(reports.iter().map(|s| s.to_string()));
     let argv: Vec<&str> = args.iter().map(String::as_str).collect();
-    let ui = common::run_in(&argv, Duration::from_secs(60), Some(dir.path()));
+    let ui = harness::run_in(&argv, Duration::from_secs(60), Some(dir.path()));
     assert_eq!(ui.code, Some(0), "{}", ui.all());
 
     // 2. A gaggle of one manager and one worker sharing a token.
@@ -466,7 +459,7 @@ fn secrets_stay_out_of_consoles_logs_reports_and_results() {
     .collect();
     args.extend(logs("worker-"));
     let argv: Vec<&str> = args.iter().map(String::as_str).collect();
-    let worker = common::run_in(&argv, Duration::from_secs(60), Some(dir.path()));
+    let worker = harness::run_in(&argv, Duration::from_secs(60), Some(dir.path()));
     let manager_status = manager.wait(Duration::from_secs(60));
     assert_eq!(worker.code, Some(0), "{}", worker.all());
     assert_eq!(manager_status.code(), Some(0), "{}", manager.all());
