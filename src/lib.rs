@@ -3,20 +3,22 @@
 //! One run drives three kinds of load as Goose scenarios — the REST API and Twilio webhooks,
 //! Twilio Media Streams calls, and AI audio calls — then a post-run hook judges the run.
 //!
-//! Layout, one module per concern:
-//! - [`cli`], [`profile`], [`plan`]: the command line, the load profiles and what a run will do.
-//! - [`run`]: one run from start to finish (target, Goose attack, post-run hook).
-//! - [`console`]: the console log: failed requests counted by reason, not one line each.
-//! - [`interrupt`]: Ctrl-C before, during and after the attack, so results are never lost.
-//! - [`target`]: the system under test: the user's host, or the simulator as a child process.
+//! Layers, bottom first; each imports only from the layers below it (docs/ARCHITECTURE.md):
+//! - [`protocol`], [`ai_model`]: what travels on a call's wire (Twilio Media Streams messages,
+//!   mu-law, WAV) and the original suite's AI pipeline latency model. Nothing else of the crate.
+//! - [`measure`]: what a run measures beyond Goose's metrics (frames, turns, failures by reason,
+//!   memory, the slope fit); [`config`]: what a run will do (profiles, options, the plan and its
+//!   schedule, the caller's speech), decided once.
 //! - [`scenarios`]: the Goose scenarios (API, webhooks, media stream, AI call).
-//! - [`twilio`], [`audio`]: the Media Streams protocol, the mu-law codec, the caller's speech.
-//! - [`ai_model`]: the original suite's AI pipeline latency model (simulator and mock mode).
-//! - [`measure`]: what the scenarios measure beyond Goose's own metrics (frames, RTF, ...).
-//! - [`analysis`]: the post-run hook (RTF, memory, verdicts, results file, report).
-//! - [`simulator`]: the built-in Phone Agent used by default, by `serve` and by the tests.
-//! - [`gaggle`]: distributed runs: a manager, its workers, and exact merging of results.
-//! - [`webui`]: Goose's dashboard as the web UI at :5116, with the Locust workflow.
+//! - [`run`]: one run from start to finish (target, Goose attack, console, interrupts), ending in
+//!   a [`run::RunRecord`].
+//! - [`analysis`]: the post-run hook (RTF, memory, verdicts, results file, report) and
+//!   [`analysis::conclude`], where every run ends.
+//! - [`cli`], [`webui`], [`gaggle`]: the command line and the lone run, Goose's dashboard as the
+//!   web UI, distributed runs. They call the run; it never calls them.
+//!
+//! [`simulator`], the built-in Phone Agent used by default, by `serve` and by the tests, stands
+//! beside them on the protocol layer alone.
 //!
 //! The module docs link their private items too: they are written for whoever works on the
 //! crate (`cargo doc --document-private-items`).

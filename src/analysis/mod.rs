@@ -11,6 +11,7 @@ pub mod api;
 pub mod report;
 pub mod results;
 pub mod sections;
+pub mod standard;
 pub mod summary;
 pub mod verdicts;
 
@@ -31,7 +32,7 @@ pub trait PostRunHook: Send + Sync {
     fn after_run(&self, run: &RunRecord, results: &mut Results) -> anyhow::Result<()>;
 }
 
-/// The built-in analysis: every section of SPEC §6 and the verdicts of SPEC §5, plus one verdict
+/// The built-in analysis: every section of the results file and the standard verdicts, plus one verdict
 /// per Goose `--threshold` rule (critical when it failed).
 pub struct StandardAnalysis;
 
@@ -53,7 +54,7 @@ impl PostRunHook for StandardAnalysis {
             sections::ai_section(&run.measured.ai, plan.ai_mode)
         });
         r.memory.report = run.memory.clone();
-        for v in verdicts::standard_verdicts(r, &plan.profile.thresholds) {
+        for v in standard::standard_verdicts(r, &plan.profile.thresholds) {
             r.add_verdict(v);
         }
         for t in run.goose.iter().flat_map(|g| &g.thresholds) {

@@ -107,7 +107,7 @@ fn verdict_table(h: &mut String, r: &Results) {
     }
 }
 
-/// The RTF verdict's band, or SPEC §5's 0.8x / 1.0x.
+/// The RTF verdict's band, or the default 0.8x / 1.0x.
 fn rtf_lines(r: &Results) -> (f64, f64) {
     r.verdicts
         .iter()

@@ -1,8 +1,8 @@
-//! The results file (`--output FILE`, SPEC §6): its types, atomic writing, careful reading and
+//! The results file (`--output FILE`, README "The results file"): its types, atomic writing, careful reading and
 //! the exit status it implies.
 //!
 //! The key names are a contract with users' CI scripts (`r['api']['success']`), so every field
-//! named in SPEC §6 keeps its name; fields beyond it are additions.
+//! the Python suite's runner wrote keeps its name; fields beyond them are additions.
 
 use super::verdicts::{Status, Verdict};
 use crate::config::outputs::temp_path;

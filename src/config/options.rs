@@ -1,11 +1,13 @@
 //! The crate's options for one run, as plain values: what the command line (or a library user)
-//! asks for, before the profile's numbers are applied ([`super::plan::RunPlan::from_options`]).
+//! asks for, before the profile's numbers are applied ([`RunOptions::plan`]).
 //!
 //! Goose keeps its own options in its `GooseConfiguration`; the command line's parser fills both
 //! and nothing below it sees a parser's types.
 
-use super::plan::{AiMode, Skips, DEFAULT_TURN_TIMEOUT};
+use super::plan::{AiMode, Overrides, RunPlan, Skips, DEFAULT_TURN_TIMEOUT};
+use super::profile::Profile;
 use crate::measure::memory::MemoryTarget;
+use anyhow::Result;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -53,5 +55,26 @@ impl Default for RunOptions {
             turn_timeout: DEFAULT_TURN_TIMEOUT,
             test_plan_given: false,
         }
+    }
+}
+
+impl RunOptions {
+    /// The plan these options ask for: their profile, scaled by `users` (Goose's `--users`, so
+    /// passed apart), with their counts, skips, AI mode, wait times and turn timeout.
+    pub fn plan(&self, users: Option<usize>) -> Result<RunPlan> {
+        let overrides = Overrides {
+            users,
+            ws_connections: self.ws_connections,
+            ai_calls: self.ai_calls,
+            skips: self.skips,
+        };
+        let mut plan = RunPlan::new(
+            Profile::load(&self.profile)?,
+            &overrides,
+            self.ai_mode,
+            self.no_wait,
+        )?;
+        plan.turn_timeout = self.turn_timeout;
+        Ok(plan)
     }
 }

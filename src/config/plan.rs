@@ -3,7 +3,6 @@
 //! The scenarios are built from a [`RunPlan`], and the post-run analysis reads it back, so the
 //! numbers a run reports are the numbers it ran with.
 
-use super::options::RunOptions;
 use super::profile::Profile;
 use anyhow::{bail, Result};
 use serde::{Deserialize, Serialize};
@@ -154,27 +153,6 @@ impl RunPlan {
             ai_mode,
             no_wait,
         })
-    }
-}
-
-impl RunPlan {
-    /// The plan `options` ask for: their profile, scaled by `users` (Goose's `--users`, so
-    /// passed apart), with their counts, skips, AI mode, wait times and turn timeout.
-    pub fn from_options(options: &RunOptions, users: Option<usize>) -> Result<RunPlan> {
-        let overrides = Overrides {
-            users,
-            ws_connections: options.ws_connections,
-            ai_calls: options.ai_calls,
-            skips: options.skips,
-        };
-        let mut plan = RunPlan::new(
-            Profile::load(&options.profile)?,
-            &overrides,
-            options.ai_mode,
-            options.no_wait,
-        )?;
-        plan.turn_timeout = options.turn_timeout;
-        Ok(plan)
     }
 }
 

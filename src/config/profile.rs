@@ -47,7 +47,7 @@ pub struct Band {
     pub critical: f64,
 }
 
-/// The verdict thresholds of SPEC section 5, which a profile may override one by one.
+/// The verdict thresholds (README "Verdicts"), which a profile may override one by one.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Thresholds {

@@ -111,10 +111,7 @@ async fn manage(
         bail!("--no-autostart does not apply to --manager: the manager starts its workers together itself");
     }
     // Refused before the simulator starts: too few users for the workers, a port that is taken.
-    shares::split_users(
-        RunPlan::from_options(&options, goose.users)?.users,
-        settings.expect,
-    )?;
+    shares::split_users(options.plan(goose.users)?.users, settings.expect)?;
     let listener = TcpListener::bind((settings.bind_host.as_str(), settings.bind_port))
         .await
         .with_context(|| format!("cannot listen on {}:{}", settings.bind_host, settings.bind_port))?;

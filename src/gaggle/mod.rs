@@ -177,14 +177,30 @@ fn secs(d: Duration) -> String {
     format!("{}s", d.as_secs_f64().round())
 }
 
+/// A command line of the gaggle's and Goose's options alone, as the real one flattens them.
+#[cfg(test)]
+#[derive(clap::Parser, Debug)]
+pub(crate) struct TestLine {
+    #[command(flatten)]
+    pub gaggle: GaggleOptions,
+    #[command(flatten)]
+    pub goose: goose::config::GooseConfiguration,
+}
+
+#[cfg(test)]
+impl TestLine {
+    pub fn parse(args: &[&str]) -> Result<TestLine, clap::Error> {
+        use clap::Parser;
+        TestLine::try_parse_from(std::iter::once("x").chain(args.iter().copied()))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn opts(args: &[&str]) -> GaggleOptions {
-        crate::cli::parse(std::iter::once("x").chain(args.iter().copied()))
-            .unwrap()
-            .gaggle
+        TestLine::parse(args).unwrap().gaggle
     }
 
     #[test]
@@ -223,9 +239,9 @@ mod tests {
 
     #[test]
     fn role_options_stay_with_their_role() {
-        assert!(crate::cli::parse(["x", "--expect-workers", "2"]).is_err());
-        assert!(crate::cli::parse(["x", "--manager-host", "h"]).is_err());
-        assert!(crate::cli::parse(["x", "--manager", "--worker"]).is_err());
+        assert!(TestLine::parse(&["--expect-workers", "2"]).is_err());
+        assert!(TestLine::parse(&["--manager-host", "h"]).is_err());
+        assert!(TestLine::parse(&["--manager", "--worker"]).is_err());
         let g = opts(&["--worker", "--manager-host", "10.0.0.5", "--gaggle-timeout", "2m"]);
         let s = WorkerSettings::from_options(&g).unwrap();
         assert_eq!((s.manager_host.as_str(), s.manager_port), ("10.0.0.5", 5115));

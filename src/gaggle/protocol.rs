@@ -594,11 +594,10 @@ mod tests {
 
     #[test]
     fn goose_settings_carry_the_load_options() {
-        let cli = crate::cli::parse([
-            "x",
+        let cli = super::super::TestLine::parse(&[
             "--run-time",
             "30s",
-            "--hatch-rate",
+            "--increase-rate",
             "4",
             "--threshold",
             "p95<300ms",

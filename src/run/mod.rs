@@ -49,7 +49,7 @@ pub struct Prepared {
 /// Checks every option and file, then the target; nothing has been sent to the target yet.
 pub async fn prepare(options: &RunOptions, goose: GooseConfiguration) -> Result<Prepared> {
     let (goose, console) = check_outputs(options, goose)?;
-    let plan = RunPlan::from_options(options, goose.users)?;
+    let plan = options.plan(goose.users)?;
     prepare_checked(plan, options, goose, console).await
 }
 

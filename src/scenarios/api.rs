@@ -32,8 +32,8 @@
 //! - a create's body must be JSON ("body is not JSON") with an `id` ("No call id in response").
 //!
 //! A request that gets no answer (refused, reset, timed out) keeps Goose's error ("error sending
-//! request ...: operation timed out"). Every failure is counted on the console under its reason
-//! ([`crate::run::console`]).
+//! request ...: operation timed out"). Every failure is counted in the run's failure tally under its
+//! reason ([`crate::measure::failures`]).
 
 use super::data::{self, weighted_choice, CALLS_PATH};
 use super::{transaction, Shared};
