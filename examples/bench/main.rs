@@ -24,15 +24,15 @@
 //!    each against a simulator of its own, in turns. Target: ours >= 85 % of plain Goose.
 //! 2. `sim`: requests per second one core of `serve` answers for the API mixes, driven by `wrk`
 //!    on the other core, and a trivial hyper server sending the API user mix's mean body size:
-//!    the ceiling of the kernel and HTTP path. Target: >= 60,000.
+//!    the ceiling of the kernel and HTTP path. Target: >= 60,000 requests per second.
 //! 3. `streams`: media-stream calls one generator core sustains at 50 frames/s with >= 99 % of
 //!    frames on time (examples/bench_streams.rs), and a raw send loop's CPU per 330-byte send.
 //!    Target: 5,000 calls per core.
 //! 4. `ai`: concurrent `--ai-mode mock` calls one core runs while the timer error's p99 stays
 //!    within 1 ms of an idle runtime's, next to a Python asyncio loop doing the same sleeps (the
 //!    original mock's design).
-//! 5. `memory`: the generator's RSS per user of each kind (N users, then 2N) and its RSS slope
-//!    over a shortened soak run.
+//! 5. `memory`: the generator's RSS per user of each kind (N users, then 2N) and its RSS
+//!    Theil–Sen slope over a shortened soak run. Target: <= 0.1 MB per minute.
 //!
 //! Internal subcommands (run pinned by the orchestrator): `static-server`, `sink`, `raw-loop`,
 //! `ai-mock`; and `prepare-mix`, which fills a running simulator and writes a wrk script of a

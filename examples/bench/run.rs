@@ -29,10 +29,12 @@ pub struct Bench {
 }
 
 impl Bench {
+    /// The CLI binary.
     pub fn tool(&self) -> PathBuf {
         self.bin.join("phone-agent-load")
     }
 
+    /// An example's binary.
     pub fn example(&self, name: &str) -> PathBuf {
         self.examples.join(name)
     }
@@ -71,10 +73,12 @@ impl Bench {
         Duration::from_secs(if self.quick { 2 } else { 4 })
     }
 
+    /// A measured window's length.
     pub fn window(&self) -> Duration {
         Duration::from_secs(self.secs)
     }
 
+    /// A new log file in the output directory.
     pub fn log(&self, name: &str) -> Result<std::fs::File> {
         std::fs::File::create(self.out.join(name)).with_context(|| format!("cannot create {name}"))
     }
