@@ -1,5 +1,5 @@
 //! What the two benchmark examples (`bench`, `bench_streams`) need of the OS: pinning threads
-//! to cores and room for thousands of sockets.
+//! to cores and room for thousands of sockets. `bench_streams` includes this file by its path.
 
 /// Restricts thread `tid` (0 = the calling thread) to `cores`; threads it starts inherit this.
 pub fn pin(tid: libc::pid_t, cores: &[usize]) -> std::result::Result<(), String> {
