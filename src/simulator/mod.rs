@@ -45,8 +45,11 @@ pub(crate) struct Sim {
     limiter: Option<http_faults::RateLimiter>,
     leak: leak::Leak,
     stalls: http_faults::Stalls,
+    /// `--garbage-rate`'s answers (and, for `mixed`, the kind the next one takes).
     garbage: http_faults::GarbageAnswers,
+    /// Which media streams may open, and the signal that closes them.
     stream_gate: media::StreamGate,
+    /// The turns the media streams' bad messages are taken in.
     bad_messages: media::BadMessageTurns,
 }
 

@@ -15,7 +15,7 @@ use tokio_tungstenite::WebSocketStream;
 /// How long a close handshake may take before the caller counts as gone.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
 
-/// Why a session ended.
+/// Why a media stream's session ended.
 pub(super) enum End {
     /// `stop` received: close normally.
     Stopped,

@@ -1,6 +1,8 @@
 //! Admission of media streams: at most `--max-streams` at once (a semaphore's permits), none
 //! once the simulator is shutting down, and the signal that tells every live stream to close
-//! with a close frame (a cancellation token).
+//! with a close frame (a cancellation token). Each stream waits on a child token of its own:
+//! a token's state sits behind a lock, so one token polled by every stream on every frame
+//! would have them all meet on that lock; a child is made and dropped once per stream.
 
 use crate::simulator::api::detail;
 use crate::simulator::Sim;
@@ -61,6 +63,8 @@ impl Refusal {
 pub(super) struct StreamPermit {
     sim: Arc<Sim>,
     _place: Option<OwnedSemaphorePermit>,
+    /// This stream's child of the gate's shutdown token.
+    shutdown: CancellationToken,
 }
 
 impl StreamPermit {
@@ -79,6 +83,7 @@ impl StreamPermit {
         Ok(StreamPermit {
             sim: sim.clone(),
             _place: place,
+            shutdown: gate.shutdown.child_token(),
         })
     }
 
@@ -88,7 +93,7 @@ impl StreamPermit {
 
     /// Cancelled when the stream must close because the simulator is stopping.
     pub(super) fn shutdown(&self) -> &CancellationToken {
-        &self.sim.stream_gate.shutdown
+        &self.shutdown
     }
 }
 

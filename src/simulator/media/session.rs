@@ -23,7 +23,7 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_tungstenite::WebSocketStream;
 use tokio_util::sync::CancellationToken;
 
-/// How long an answer burst may take before the caller counts as gone.
+/// How long a send (an answer burst, a bad message) may take before the caller counts as gone.
 const SEND_TIMEOUT: Duration = Duration::from_secs(5);
 /// A caller must have sent `start` this soon after the upgrade, and may not fall silent (send
 /// nothing at all, not even silence frames) for longer than the idle limit: a stalled client
@@ -443,7 +443,6 @@ impl StreamSession {
         }
     }
 
-    //IMPL2
     /// Sends messages and flushes; a caller who can't take them in time is gone.
     async fn send<S>(&mut self, messages: Vec<Message>, ws: &mut WebSocketStream<S>) -> Option<End>
     where

@@ -85,8 +85,7 @@ fn whole_as_integer<S: Serializer>(value: &Option<f64>, serializer: S) -> Result
 fn rfc3339(ms: i64) -> String {
     chrono::DateTime::from_timestamp_millis(ms)
         .unwrap_or_default()
-        .format("%Y-%m-%dT%H:%M:%S%.3fZ")
-        .to_string()
+        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
 /// A random UUID v4.
