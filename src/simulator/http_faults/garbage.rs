@@ -6,8 +6,8 @@
 //!   JSON), labelled `text/plain`;
 //! - `truncated`: the answer's body with its full `Content-Length`, of which only the first half
 //!   is sent before the connection is cut;
-//! - `huge`: a valid 64 MiB JSON object ([`super::body::HUGE_BYTES`]), streamed from one static 64 KiB
-//!   block (nothing is allocated per answer);
+//! - `huge`: a valid 64 MiB JSON object ([`super::body::HUGE_BYTES`]), streamed from one
+//!   static 64 KiB block (nothing is allocated per answer);
 //! - `mixed`: each of the four in turn.
 
 use super::body::FaultyBody;

@@ -11,7 +11,7 @@
 //!
 //! Silent calls are the common case, so a `media` frame costs a borrowed JSON parse
 //! ([`inbound`]), a base64 decode into a reused buffer and a table-driven RMS: no allocation,
-//! no timer, no lock.
+//! no timer, no lock shared with other streams.
 //!
 //! Faults, each decided per stream (per answer for `--ai-mute-rate`):
 //! - `--max-streams`: the upgrade is refused with 503 above it ([`gate`]).
