@@ -1,29 +1,32 @@
 //! The built-in Phone Agent simulator: a fast, faithful stand-in for the system under test.
 //!
-//! Serves the REST API, the Twilio webhooks and the Media Streams endpoint of SPEC section 3,
-//! with fault injection (latency, errors, rate limits, a slower AI pipeline, stream caps, drops,
-//! a deliberate leak) so tests can prove the load generator detects problems. `GET /_sim/stats`
-//! tells what it received (the same JSON as [`RunningSimulator::stats`]); `GET /metrics` gives
-//! its resident memory in Prometheus' format. Neither is counted or subject to faults.
+//! Serves what the load generator drives: the REST API for calls, the Twilio webhooks and the
+//! Twilio Media Streams WebSocket endpoint, with fault injection (latency, errors, rate limits,
+//! a slower AI pipeline, stream caps, drops, a deliberate leak) so tests can prove the load
+//! generator detects problems. `GET /_sim/stats` tells what it received (the same JSON as
+//! [`RunningSimulator::stats`]); `GET /metrics` gives its resident memory in Prometheus' format.
+//! Neither is counted or subject to faults.
 //!
-//! Layout: [`api`] (REST), [`webhooks`], [`media`] (the WebSocket endpoint), [`voice`] (VAD,
-//! pipeline, answer audio), [`store`] (calls), [`faults`] (middleware, rate limiter, leak),
-//! [`stats`] (counters).
+//! Layout: [`options`] (`serve`'s options), [`front`] (routing, counting, where faults apply),
+//! [`http_faults`] (the REST and webhook faults), [`api`] (REST), [`webhooks`], [`media`] (the
+//! WebSocket endpoint), [`voice`] (VAD, pipeline, answer audio), [`store`] (calls), [`leak`]
+//! (the deliberate leak), [`stats`] (counters).
 
 mod api;
-mod faults;
+mod front;
+mod http_faults;
+mod leak;
 mod media;
+mod options;
 mod stats;
 mod store;
 mod voice;
 mod webhooks;
 
+pub use options::{GarbageKind, ServeOptions, DEFAULT_MAX_CALLS};
+
 use anyhow::Context;
-use axum::extract::{DefaultBodyLimit, State};
-use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use axum::serve::ListenerExt;
-use axum::Router;
 use std::io::Write;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::atomic::Ordering::Relaxed;
@@ -32,152 +35,6 @@ use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-/// Calls kept in memory by default; older ones are evicted (404 afterwards).
-pub const DEFAULT_MAX_CALLS: usize = 100_000;
-
-/// `serve`'s options (names are a contract: tests, benchmarks and users' scripts use them).
-#[derive(clap::Args, Debug, Clone)]
-pub struct ServeOptions {
-    /// Port to listen on (0 = any free port)
-    #[arg(long, default_value_t = 8080)]
-    pub port: u16,
-    /// Address to listen on
-    #[arg(long, default_value = "127.0.0.1")]
-    pub bind: std::net::IpAddr,
-    /// Added delay on every REST/webhook answer, in ms
-    #[arg(long, default_value_t = 0)]
-    pub api_latency_ms: u64,
-    /// Added uniform random delay 0..N ms on every REST/webhook answer, on top of --api-latency-ms
-    #[arg(long, default_value_t = 0)]
-    pub api_jitter_ms: u64,
-    /// Share (0-1) of REST/webhook requests answered 500
-    #[arg(long, default_value_t = 0.0, value_parser = share)]
-    pub error_rate: f64,
-    /// Share (0-1) of REST/webhook requests accepted and never answered (the client's timeout ends them)
-    #[arg(long, default_value_t = 0.0, value_parser = share)]
-    pub stall_rate: f64,
-    /// Share (0-1) of REST/webhook answers replaced by garbage of --garbage-kind
-    #[arg(long, default_value_t = 0.0, value_parser = share)]
-    pub garbage_rate: f64,
-    /// What a garbage answer is
-    #[arg(long, value_enum, default_value_t = GarbageKind::Mixed)]
-    pub garbage_kind: GarbageKind,
-    /// Requests per second per client (peer IP) before 429, with a burst of one second's worth (off unless given)
-    #[arg(long, value_parser = positive)]
-    pub rate_limit: Option<f64>,
-    /// Multiplies the AI pipeline's latencies (3.0 = three times slower)
-    #[arg(long, default_value_t = 1.0, value_parser = positive)]
-    pub ai_slowdown: f64,
-    /// Concurrent media streams accepted; above it the upgrade is refused with 503
-    #[arg(long)]
-    pub max_streams: Option<usize>,
-    /// Share (0-1) of media streams dropped mid-call (1-5 s in, without a close frame)
-    #[arg(long, default_value_t = 0.0, value_parser = share)]
-    pub drop_rate: f64,
-    /// Share (0-1) of media streams on which the agent sends malformed and unknown events
-    #[arg(long, default_value_t = 0.0, value_parser = share)]
-    pub ws_garbage_rate: f64,
-    /// Share (0-1) of media streams on which the agent sends one oversized (4 MiB) message
-    #[arg(long, default_value_t = 0.0, value_parser = share)]
-    pub ws_oversized_rate: f64,
-    /// Share (0-1) of AI turns the agent never answers
-    #[arg(long, default_value_t = 0.0, value_parser = share)]
-    pub ai_mute_rate: f64,
-    /// Memory retained and never freed per created call and per media stream, in KB (a deliberate leak)
-    #[arg(long, default_value_t = 0)]
-    pub leak_kb_per_call: u64,
-    /// Calls kept in memory; the oldest are evicted beyond it
-    #[arg(long, default_value_t = DEFAULT_MAX_CALLS, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
-    pub max_calls: usize,
-}
-
-/// The kinds of broken answer `--garbage-rate` sends.
-#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
-pub enum GarbageKind {
-    /// 200 with `text/html` and an HTML error page where JSON was due
-    NotJson,
-    /// 200 with a JSON body labelled `text/plain`
-    WrongType,
-    /// 200 whose body ends before its Content-Length
-    Truncated,
-    /// 200 with a 64 MiB JSON body
-    Huge,
-    /// Each of the above in turn
-    Mixed,
-}
-
-impl Default for ServeOptions {
-    /// The command line's defaults (port 8080).
-    fn default() -> Self {
-        ServeOptions {
-            port: 8080,
-            bind: IpAddr::V4(Ipv4Addr::LOCALHOST),
-            api_latency_ms: 0,
-            api_jitter_ms: 0,
-            error_rate: 0.0,
-            stall_rate: 0.0,
-            garbage_rate: 0.0,
-            garbage_kind: GarbageKind::Mixed,
-            rate_limit: None,
-            ai_slowdown: 1.0,
-            max_streams: None,
-            drop_rate: 0.0,
-            ws_garbage_rate: 0.0,
-            ws_oversized_rate: 0.0,
-            ai_mute_rate: 0.0,
-            leak_kb_per_call: 0,
-            max_calls: DEFAULT_MAX_CALLS,
-        }
-    }
-}
-
-impl ServeOptions {
-    /// Loopback, any free port, no faults.
-    pub fn for_tests() -> ServeOptions {
-        ServeOptions {
-            port: 0,
-            ..ServeOptions::default()
-        }
-    }
-
-    /// The checks clap makes, for options built in code.
-    fn validate(&self) -> anyhow::Result<()> {
-        share(&self.error_rate.to_string()).map_err(|e| anyhow::anyhow!("--error-rate: {e}"))?;
-        for (name, value) in [
-            ("--drop-rate", self.drop_rate),
-            ("--stall-rate", self.stall_rate),
-            ("--garbage-rate", self.garbage_rate),
-            ("--ws-garbage-rate", self.ws_garbage_rate),
-            ("--ws-oversized-rate", self.ws_oversized_rate),
-            ("--ai-mute-rate", self.ai_mute_rate),
-        ] {
-            share(&value.to_string()).map_err(|e| anyhow::anyhow!("{name}: {e}"))?;
-        }
-        positive(&self.ai_slowdown.to_string()).map_err(|e| anyhow::anyhow!("--ai-slowdown: {e}"))?;
-        if let Some(rate) = self.rate_limit {
-            positive(&rate.to_string()).map_err(|e| anyhow::anyhow!("--rate-limit: {e}"))?;
-        }
-        anyhow::ensure!(self.max_calls >= 1, "--max-calls: must be at least 1");
-        Ok(())
-    }
-}
-
-/// A share from 0 to 1.
-fn share(s: &str) -> Result<f64, String> {
-    match s.parse::<f64>() {
-        Ok(v) if (0.0..=1.0).contains(&v) => Ok(v),
-        _ => Err(format!("'{s}' is not a share from 0 to 1 (e.g. 0.05)")),
-    }
-}
-
-/// A finite number above 0.
-fn positive(s: &str) -> Result<f64, String> {
-    match s.parse::<f64>() {
-        Ok(v) if v > 0.0 && v.is_finite() => Ok(v),
-        _ => Err(format!("'{s}' is not a number above 0")),
-    }
-}
-
 /// The simulator's state, shared by every handler.
 pub(crate) struct Sim {
     opts: ServeOptions,
@@ -185,21 +42,28 @@ pub(crate) struct Sim {
     addr: SocketAddr,
     stats: stats::Stats,
     store: store::Store,
-    limiter: Option<faults::RateLimiter>,
-    leak: faults::Leak,
-    sessions: media::Sessions,
-    stalls: faults::Stalls,
+    limiter: Option<http_faults::RateLimiter>,
+    leak: leak::Leak,
+    stalls: http_faults::Stalls,
+    /// `--garbage-rate`'s answers (and, for `mixed`, the kind the next one takes).
+    garbage: http_faults::GarbageAnswers,
+    /// Which media streams may open, and the signal that closes them.
+    stream_gate: media::StreamGate,
+    /// The turns the media streams' bad messages are taken in.
+    bad_messages: media::BadMessageTurns,
 }
 
 impl Sim {
     fn new(opts: ServeOptions, addr: SocketAddr) -> Sim {
         Sim {
-            limiter: opts.rate_limit.map(faults::RateLimiter::new),
-            leak: faults::Leak::new(opts.leak_kb_per_call),
+            limiter: opts.rate_limit.map(http_faults::RateLimiter::new),
+            leak: leak::Leak::new(opts.leak_kb_per_call),
             store: store::Store::new(opts.max_calls),
             stats: stats::Stats::new(),
-            sessions: media::Sessions::default(),
-            stalls: faults::Stalls::default(),
+            stalls: http_faults::Stalls::default(),
+            garbage: http_faults::GarbageAnswers::new(opts.garbage_kind),
+            stream_gate: media::StreamGate::new(opts.max_streams),
+            bad_messages: media::BadMessageTurns::default(),
             addr,
             opts,
         }
@@ -210,36 +74,9 @@ impl Sim {
     }
 }
 
-fn router(sim: Arc<Sim>) -> Router {
-    Router::new()
-        .route("/api/v1/health", get(api::health))
-        .route("/api/v1/calls", get(api::list_calls).post(api::create_call))
-        .route("/api/v1/calls/{id}", get(api::get_call).patch(api::update_call))
-        .route("/webhooks/twilio/status", post(webhooks::status))
-        .route("/webhooks/twilio/voice", post(webhooks::voice))
-        .route("/webhooks/twilio/media/{call_sid}", get(media::media_stream))
-        .route("/_sim/stats", get(stats_handler))
-        .route("/metrics", get(metrics_handler))
-        .fallback(not_found)
-        .layer(DefaultBodyLimit::max(64 * 1024))
-        .with_state(sim)
-}
-
-async fn stats_handler(State(sim): State<Arc<Sim>>) -> Response {
-    axum::Json(sim.stats_json()).into_response()
-}
-
-async fn metrics_handler(State(sim): State<Arc<Sim>>) -> Response {
-    let text = sim.stats.prometheus(sim.store.len());
-    (
-        [(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        text,
-    )
-        .into_response()
-}
-
-async fn not_found() -> Response {
-    api::detail(axum::http::StatusCode::NOT_FOUND, "Not Found")
+/// True with probability `share` (0 below 0, 1 above 1, never a panic; nothing drawn for 0).
+pub(crate) fn chance(rng: &mut impl rand::Rng, share: f64) -> bool {
+    share >= 1.0 || (share > 0.0 && rng.random_bool(share))
 }
 
 /// A simulator running inside this process (tests, benchmarks, `serve`).
@@ -263,12 +100,9 @@ pub async fn start(opts: ServeOptions) -> anyhow::Result<RunningSimulator> {
     let sim = Arc::new(Sim::new(opts, addr));
     // Prepare the answer audio now rather than in the first call.
     std::sync::LazyLock::force(&voice::ANSWER_PAYLOADS);
-    let front = faults::Front {
-        sim: sim.clone(),
-        router: router(sim.clone()),
-    };
-    let app =
-        axum::ServiceExt::<axum::extract::Request>::into_make_service_with_connect_info::<SocketAddr>(front);
+    let app = axum::ServiceExt::<axum::extract::Request>::into_make_service_with_connect_info::<SocketAddr>(
+        front::FrontDoor::new(sim.clone()),
+    );
     // Small writes (media frames, marks) must not wait for Nagle.
     let listener = listener.tap_io(|tcp| {
         let _ = tcp.set_nodelay(true);
@@ -393,7 +227,7 @@ impl RunningSimulator {
                 abort.abort();
             }
         }
-        // Sessions finish their close handshakes within a second; don't wait forever on any.
+        // Media streams finish their close handshakes within a second; don't wait forever on any.
         let deadline = Instant::now() + Duration::from_secs(3);
         while self.sim.stats.streams.active.load(Relaxed) > 0 && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(10)).await;
@@ -404,7 +238,7 @@ impl RunningSimulator {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
-        self.sim.sessions.close_all();
+        self.sim.stream_gate.close_all();
         self.sim.stalls.release_all();
     }
 }
@@ -413,45 +247,5 @@ impl Drop for RunningSimulator {
     /// Dropped without `shutdown` (a failing test): still stop serving.
     fn drop(&mut self) {
         self.signal_stop();
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use clap::Parser;
-
-    #[derive(Parser)]
-    struct Cli {
-        #[command(flatten)]
-        serve: ServeOptions,
-    }
-
-    #[test]
-    fn command_line_defaults_match_default() {
-        let cli = Cli::try_parse_from(["serve"]).unwrap();
-        let d = ServeOptions::default();
-        assert_eq!(cli.serve.port, d.port);
-        assert_eq!(cli.serve.max_calls, d.max_calls);
-        assert_eq!(cli.serve.ai_slowdown, d.ai_slowdown);
-        assert_eq!(cli.serve.rate_limit, None);
-    }
-
-    #[test]
-    fn bad_options_are_refused_with_the_option_named() {
-        let err = |args: &[&str]| Cli::try_parse_from(args).err().map(|e| e.to_string());
-        assert!(err(&["serve", "--error-rate", "1.5"])
-            .unwrap()
-            .contains("--error-rate"));
-        assert!(err(&["serve", "--drop-rate", "-0.1"]).is_some());
-        assert!(err(&["serve", "--ai-slowdown", "0"]).is_some());
-        assert!(err(&["serve", "--rate-limit", "abc"]).is_some());
-        assert!(err(&["serve", "--max-calls", "0"]).is_some());
-        assert!(err(&["serve", "--error-rate", "0.2", "--rate-limit", "50"]).is_none());
-        let opts = ServeOptions {
-            ai_slowdown: f64::NAN,
-            ..ServeOptions::for_tests()
-        };
-        assert!(opts.validate().unwrap_err().to_string().contains("--ai-slowdown"));
     }
 }

@@ -258,11 +258,12 @@ pub(crate) struct StreamCounters {
 }
 
 /// Injected faults (the stats' `faults`), each counted where it is decided: stalls and garbage
-/// answers in `faults`, the media stream faults in `media`.
+/// answers in `http_faults`, the media stream faults in `media`.
 pub(crate) struct FaultCounters {
     /// Requests held unanswered (`--stall-rate`), counted as the stall starts.
     pub stalled: AtomicU64,
-    /// Of those, the ones cut at once because `faults::MAX_HELD` were already held.
+    /// Of those, the ones cut at once because `http_faults::stall::MAX_HELD` were already
+    /// held.
     pub stalls_cut_at_once: AtomicU64,
     /// Answers replaced by garbage (`--garbage-rate`), by the kind sent ([`GARBAGE_KINDS`]).
     garbage: Counters<{ GARBAGE_KINDS.len() }>,

@@ -7,6 +7,7 @@
 //! audio on; it ends when [`HANGOVER_MS`] of silence follows the last voiced chunk, measured
 //! on the audio itself or, if the caller stops sending, on the wall clock.
 
+use super::chance;
 use crate::ai_model;
 use crate::protocol::mulaw;
 use base64::Engine;
@@ -121,11 +122,6 @@ impl Vad {
             speech_end: speech.last_voiced_at,
         })
     }
-}
-
-/// True with probability `p` (0 below 0, 1 above 1, never a panic).
-pub(crate) fn chance(rng: &mut impl rand::Rng, p: f64) -> bool {
-    p >= 1.0 || (p > 0.0 && rng.random_bool(p))
 }
 
 /// Whether the agent leaves an utterance it heard unanswered (`--ai-mute-rate`): no audio, no

@@ -1,0 +1,38 @@
+//! The agent's side of Twilio Media Streams at `/webhooks/twilio/media/{call_sid}`.
+//!
+//! [`upgrade`] checks the WebSocket handshake and answers 101 (by hand: axum's `ws` feature
+//! would pull a second tungstenite), once [`gate`] has admitted the stream; a [`session`] then
+//! runs the call on the upgraded connection. A session validates the event order (`connected`,
+//! `start`, `media`/`mark`..., `stop`), listens with the VAD of [`super::voice`], and answers
+//! each utterance after the simulated pipeline with a burst of mu-law `media` frames (TTS is
+//! faster than real time) followed at once by a `mark` `answer-N`. The answer then "plays" at
+//! the caller for its length; caller speech before that and before the mark comes back is a
+//! barge-in, answered with `clear`. How the stream ends is [`close`]'s.
+//!
+//! Silent calls are the common case, so a `media` frame costs a borrowed JSON parse
+//! ([`inbound`]), a base64 decode into a reused buffer and a table-driven RMS: no allocation,
+//! no timer, no lock shared with other streams.
+//!
+//! Faults, each decided per stream (per answer for `--ai-mute-rate`):
+//! - `--max-streams`: the upgrade is refused with 503 above it ([`gate`]).
+//! - `--drop-rate`: the call is dropped 1-5 s in by resetting its TCP connection, with no close
+//!   frame.
+//! - `--ws-garbage-rate`, `--ws-oversized-rate`: the agent sends malformed, unknown or far too
+//!   large messages ([`bad_messages`]), then the call goes on as usual.
+//! - `--ai-mute-rate` ([`super::voice::mutes`]): the agent hears the utterance and never answers
+//!   it.
+//!
+//! The stats' `faults` count the last three as they happen: `ws_garbage` for each garbage
+//! message and `ws_oversized` for each oversized one as it starts going out (whether or not the
+//! caller takes it all), `ai_muted` for each utterance left unanswered.
+
+mod bad_messages;
+mod close;
+mod gate;
+mod inbound;
+mod session;
+mod upgrade;
+
+pub(crate) use bad_messages::BadMessageTurns;
+pub(crate) use gate::StreamGate;
+pub(crate) use upgrade::media_stream;
