@@ -1,7 +1,6 @@
 //! How a media stream ends: with a close frame saying why (and the caller's close awaited), a
 //! bare close, or a reset with no close frame at all (`--drop-rate`).
 
-use super::upgrade::Abortable;
 use crate::simulator::stats::{Fault, Stats};
 use futures_util::StreamExt;
 use std::sync::atomic::Ordering::Relaxed;
@@ -76,3 +75,16 @@ where
     })
     .await;
 }
+
+/// A connection that can be made to end with a reset rather than a clean FIN.
+pub(super) trait Abortable {
+    fn reset_on_drop(&self) {}
+}
+
+impl Abortable for tokio::net::TcpStream {
+    fn reset_on_drop(&self) {
+        let _ = self.set_zero_linger();
+    }
+}
+
+impl Abortable for hyper_util::rt::TokioIo<hyper::upgrade::Upgraded> {}

@@ -4,9 +4,9 @@
 //! answers) carried out at their time.
 
 use super::bad_messages::{self, BadMessage, BadMessageQueue};
+use super::close::Abortable;
 use super::close::{close, End};
 use super::inbound::Incoming;
-use super::upgrade::Abortable;
 use crate::protocol::twilio::Mark;
 use crate::protocol::{mulaw, Event, ProtocolError};
 use crate::simulator::stats::Fault;

@@ -100,19 +100,6 @@ async fn run_upgraded(upgraded: Upgraded, session: StreamSession, shutdown: &Can
     }
 }
 
-/// A connection that can be made to end with a reset rather than a clean FIN.
-pub(super) trait Abortable {
-    fn reset_on_drop(&self) {}
-}
-
-impl Abortable for TcpStream {
-    fn reset_on_drop(&self) {
-        let _ = self.set_zero_linger();
-    }
-}
-
-impl Abortable for TokioIo<Upgraded> {}
-
 /// Why an upgrade request was refused.
 #[derive(Debug, PartialEq)]
 enum BadUpgrade {
