@@ -2,9 +2,10 @@
 //! absolute 20 ms schedule while reading the agent's messages, echo `mark`s as the loudspeaker
 //! plays them out, and hang up (`stop`) or abort with a close frame naming the failure.
 
-use super::failure::{CallFailure, ProtocolFailure, UnknownEvents};
+use super::failure::{CallFailure, ProtocolFailure};
 use super::lateness::Lateness;
 use super::loudspeaker::Loudspeaker;
+use super::unknown_events::UnknownEvents;
 use super::{Flow, Heard, Names, Record, Script, FRAME, MAX_AGENT_MESSAGE, WS};
 use crate::measure::{StreamStats, LATE_FRAME_US};
 use crate::protocol::media_writer::{encode_media, payload_len, MediaNumbers};

@@ -3,13 +3,13 @@
 //!
 //! The texts are the rows of Goose's reports and the keys of the run's failure tally, so they
 //! never hold ids or message content, and unknown event names are named only for the first
-//! [`MAX_UNKNOWN_EVENTS`] kinds of a run ([`UnknownEvents`]).
+//! [`MAX_UNKNOWN_EVENTS`](super::MAX_UNKNOWN_EVENTS) kinds of a run ([`UnknownEvents`]).
 
-use super::{MAX_AGENT_MESSAGE, MAX_UNKNOWN_EVENTS};
+use super::unknown_events::UnknownEvents;
+use super::MAX_AGENT_MESSAGE;
 use crate::protocol::twilio::ProtocolError;
 use std::fmt;
 use std::io::ErrorKind;
-use std::sync::Mutex;
 use std::time::Duration;
 use tokio_tungstenite::tungstenite;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -57,7 +57,7 @@ pub enum ProtocolFailure {
     Malformed(String),
     /// An event name this protocol does not have, control characters and quotes replaced.
     UnknownEvent(String),
-    /// An unknown event name past the run's first [`MAX_UNKNOWN_EVENTS`] kinds.
+    /// An unknown event name past the run's first [`MAX_UNKNOWN_EVENTS`](super::MAX_UNKNOWN_EVENTS) kinds.
     TooManyUnknownEvents,
     /// A known event only Twilio sends (`connected`, `start`, `stop`).
     UnexpectedEvent(&'static str),
@@ -214,32 +214,6 @@ impl fmt::Display for ProtocolFailure {
     }
 }
 
-/// The unknown event names a run has reported by name: the first [`MAX_UNKNOWN_EVENTS`] kinds,
-/// so an agent inventing names cannot grow the reports without bound.
-#[derive(Debug, Default)]
-pub struct UnknownEvents {
-    named: Mutex<Vec<String>>,
-}
-
-impl UnknownEvents {
-    /// The failure for an unknown event `name`: named if seen before or while there is room,
-    /// else the one shared reason.
-    pub fn failure(&self, name: &str) -> ProtocolFailure {
-        let name: String = name
-            .chars()
-            .map(|c| if c.is_control() || c == '\'' { '?' } else { c })
-            .collect();
-        let mut named = self.named.lock().unwrap_or_else(|e| e.into_inner());
-        if !named.contains(&name) {
-            if named.len() >= MAX_UNKNOWN_EVENTS {
-                return ProtocolFailure::TooManyUnknownEvents;
-            }
-            named.push(name.clone());
-        }
-        ProtocolFailure::UnknownEvent(name)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -390,28 +364,5 @@ mod tests {
                 (text, Some(code))
             );
         }
-    }
-
-    #[test]
-    fn unknown_event_names_are_bounded_per_run() {
-        let unknown = UnknownEvents::default();
-        let reason = |name: &str| CallFailure::from(unknown.failure(name)).to_string();
-        let name = |i: usize| format!("ev{i}\u{7}'x");
-        let first = reason(&name(0));
-        assert_eq!(first, "protocol error: unknown event 'ev0??x'");
-        for i in 0..100 {
-            let _ = reason(&name(i));
-        }
-        assert_eq!(
-            reason("brand-new"),
-            "protocol error: unknown event (too many kinds to name)"
-        );
-        // Names seen before the limit keep their own row.
-        assert_eq!(reason(&name(0)), first);
-        // Another run starts afresh.
-        assert_eq!(
-            CallFailure::from(UnknownEvents::default().failure("brand-new")).to_string(),
-            "protocol error: unknown event 'brand-new'"
-        );
     }
 }

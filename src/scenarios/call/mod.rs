@@ -44,9 +44,11 @@ mod connection;
 mod failure;
 mod lateness;
 mod loudspeaker;
+mod unknown_events;
 
 pub use connection::{media_url, Call};
-pub use failure::{CallFailure, ConnectFailure, ProtocolFailure, UnknownEvents};
+pub use failure::{CallFailure, ConnectFailure, ProtocolFailure};
+pub use unknown_events::UnknownEvents;
 
 use crate::measure::failures::FailureTally;
 use crate::measure::{Measurements, StreamStats};
