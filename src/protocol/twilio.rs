@@ -143,6 +143,12 @@ impl fmt::Display for ProtocolError {
 
 impl std::error::Error for ProtocolError {}
 
+/// A new Twilio id: the two-letter `prefix` ("CA" call, "MZ" stream, "AC" account) and 32
+/// random hex digits.
+pub fn sid(prefix: &str) -> String {
+    format!("{prefix}{:032x}", rand::random::<u128>())
+}
+
 const EVENTS: [&str; 6] = ["connected", "start", "media", "mark", "clear", "stop"];
 
 impl Event {
@@ -308,5 +314,12 @@ mod tests {
             ),
             Err(ProtocolError::Malformed(_))
         ));
+    }
+
+    #[test]
+    fn sids_look_like_twilio_ones() {
+        let s = sid("MZ");
+        assert_eq!(s.len(), 34);
+        assert!(s.starts_with("MZ") && s[2..].chars().all(|c| c.is_ascii_hexdigit()));
     }
 }

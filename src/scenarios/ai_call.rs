@@ -12,13 +12,13 @@
 //!   turn, the call still ending at its duration. A turn cut short by the call failing fails with the
 //!   call's reason; one cut short by the run ending is not counted.
 //! - **mock**: the original suite's in-process `MockAudioProcessor`, no server at all: the
-//!   SPEC latency model slept stage by stage, each stage timed, RTF = total / audio duration.
+//!   original's STT -> LLM -> TTS latency model slept stage by stage, each stage timed, RTF = total / audio duration.
 //!
 //! Both run as short transactions (at most [`SLICE`] each) so a stopping run ends calls at once,
 //! record each turn as Goose custom requests (method "AI"), and keep every turn in
 //! [`AiStats`] for the post-run analysis.
 
-use super::call::{self, Flow, Heard, Line, Names, Record, Script, SLICE};
+use super::call::{self, CallFailure, Flow, Heard, Line, Names, Record, Script, SLICE};
 use super::Shared;
 use crate::ai_model::{self, StageLatencies};
 use crate::config::plan::AiMode;
@@ -139,19 +139,19 @@ impl Conversation {
     }
 
     /// A turn that got no (complete) answer.
-    fn turn_failed(&mut self, now: Instant, utt: usize, since: Instant, reason: &str) {
+    fn turn_failed(&mut self, now: Instant, utt: usize, since: Instant, failure: &CallFailure) {
         self.stats.turns.push(Turn {
             at_s: self.measurements.elapsed_s(),
             audio_ms: self.audio_ms(utt),
             ok: false,
             ..Turn::default()
         });
-        self.stats.error(reason);
+        self.stats.error(failure.to_string());
         self.records.push(Record::failed(
             AI,
             TURN,
             now.saturating_duration_since(since),
-            &call::Failure::new(reason),
+            failure,
         ));
     }
 }
@@ -229,13 +229,13 @@ impl Script for Conversation {
             Phase::Waiting {
                 utt, ended, first, ..
             } if now >= ended + self.turn_timeout => {
-                let what = if first.is_some() {
-                    "answer not finished"
+                let within = self.turn_timeout;
+                let failure = if first.is_some() {
+                    CallFailure::AnswerNotFinished { within }
                 } else {
-                    "no answer"
+                    CallFailure::NoAnswer { within }
                 };
-                let reason = format!("{what} within {}s", self.turn_timeout.as_secs());
-                self.turn_failed(now, utt, ended, &reason);
+                self.turn_failed(now, utt, ended, &failure);
                 self.phase = Phase::Pausing {
                     until: now + pause(self.no_wait),
                 };
@@ -255,14 +255,14 @@ impl Script for Conversation {
         phase.into_iter().chain(hard_stop).min()
     }
 
-    fn end(&mut self, failure: Option<&call::Failure>) {
+    fn end(&mut self, failure: Option<&CallFailure>) {
         if let Some(f) = failure {
             let now = Instant::now();
             match self.phase {
-                Phase::Speaking { utt, .. } => self.turn_failed(now, utt, now, &f.reason),
-                Phase::Waiting { utt, ended, .. } => self.turn_failed(now, utt, ended, &f.reason),
+                Phase::Speaking { utt, .. } => self.turn_failed(now, utt, now, f),
+                Phase::Waiting { utt, ended, .. } => self.turn_failed(now, utt, ended, f),
                 // The call as a whole failed (to connect, or between turns).
-                _ => self.stats.error(f.reason.clone()),
+                _ => self.stats.error(f.to_string()),
             }
         }
         // A turn cut short by a hang-up (the run ending) is not counted.
@@ -304,7 +304,7 @@ struct MockTurn {
 }
 
 impl MockTurn {
-    /// The original mock's turn: a random utterance and audio duration, the SPEC latency model.
+    /// The original mock's turn: a random utterance and audio duration, the original's latency model.
     fn new(now: Instant) -> MockTurn {
         let rng = &mut rand::rng();
         let text = ai_model::UTTERANCES.choose(rng).copied().unwrap_or("Ja.");
@@ -441,14 +441,14 @@ fn new_mock(shared: &Shared) -> Mock {
 }
 
 async fn mock_step(user: &mut GooseUser, shared: &Shared) -> TransactionResult {
-    let mock = call::session(user, || new_mock(shared));
+    let mock = call::user_state(user, || new_mock(shared));
     let mut mock = mock.lock().await;
     mock.step().await;
     mock.flush(user).await
 }
 
 async fn mock_stop(user: &mut GooseUser) -> TransactionResult {
-    let Some(mock) = user.get_session_data::<call::Session<Mock>>().cloned() else {
+    let Some(mock) = user.get_session_data::<call::UserState<Mock>>().cloned() else {
         return Ok(());
     };
     let mut mock = mock.lock().await;
@@ -601,7 +601,7 @@ mod tests {
         assert_eq!(c.poll(ended + TURN_TIMEOUT), Flow::Continue);
         assert!(matches!(c.phase, Phase::Speaking { .. }));
         // A call that drops mid-turn fails that turn with the call's reason.
-        c.end(Some(&call::Failure::new("closed by server mid-call")));
+        c.end(Some(&CallFailure::ClosedByServer));
         assert_eq!(c.stats.turns.len(), 2);
         assert_eq!(c.stats.errors.get("closed by server mid-call"), Some(&1));
         assert_eq!(c.phase, Phase::Idle);

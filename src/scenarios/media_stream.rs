@@ -7,7 +7,7 @@
 //!
 //! [`StreamStats`]: crate::measure::StreamStats
 
-use super::call::{self, Flow, Heard, Line, Names, Record, Script};
+use super::call::{self, CallFailure, Flow, Heard, Line, Names, Record, Script};
 use super::Shared;
 use crate::measure::Measurements;
 use goose::prelude::*;
@@ -52,7 +52,7 @@ impl Script for Listener {
         self.ends
     }
 
-    fn end(&mut self, _failure: Option<&call::Failure>) {
+    fn end(&mut self, _failure: Option<&CallFailure>) {
         self.ends = None;
     }
 

@@ -24,6 +24,8 @@ pub struct Shared {
     pub measurements: Arc<Measurements>,
     /// The caller's utterances (built in, or `--audio-dir`).
     pub utterances: Arc<Vec<Utterance>>,
+    /// The unknown event names this run's calls have reported by name.
+    pub unknown_events: call::UnknownEvents,
 }
 
 /// A Goose transaction from an async function of the user and the run's shared state (Goose
