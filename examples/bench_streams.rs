@@ -224,6 +224,7 @@ async fn run_step(args: &Args, host: &str, calls: usize, baseline_kib: u64) -> R
         plan,
         measurements: Arc::new(Measurements::default()),
         utterances: Default::default(),
+        unknown_events: Default::default(),
     });
     // Goose's defaults, not its command line (these are the benchmark's options).
     let attack = GooseAttack::initialize_with_config(goose::config::GooseConfiguration::default())?

@@ -27,6 +27,7 @@ async fn main() -> anyhow::Result<()> {
         plan,
         measurements: Default::default(),
         utterances: Default::default(),
+        unknown_events: Default::default(),
     });
 
     // Weights share the users out: here 1 API, 2 webhook, 1 high-load and 1 of ours in 5.

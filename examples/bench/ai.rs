@@ -191,7 +191,8 @@ pub fn ai_mock(calls: usize, secs: u64) -> Result<()> {
         let plan = RunPlan::new(profile, &overrides, AiMode::Mock, false)?;
         let shared = Arc::new(Shared {
             plan,
-            measurements: Arc::new(Measurements::default()),
+            utterances: Default::default(),
+            unknown_events: Default::default(),
             utterances: Default::default(),
         });
         let rate = 10_000usize;

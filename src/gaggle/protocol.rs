@@ -497,6 +497,7 @@ pub fn scenario_set() -> Result<Vec<String>> {
             plan: RunPlan::new(profile, &Default::default(), mode, false)?,
             measurements: Default::default(),
             utterances: Arc::new(vec![utterance.clone()]),
+            unknown_events: Default::default(),
         });
         for build in builders {
             let s = build(&shared).map_err(|e| anyhow!("cannot build the scenarios: {e:?}"))?;

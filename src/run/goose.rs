@@ -35,6 +35,7 @@ pub(super) async fn check_goose_options(
         plan: plan.clone(),
         measurements: Arc::default(),
         utterances: Arc::new(utterances.to_vec()),
+        unknown_events: Default::default(),
     });
     // Its warnings too: the real attack gives them again. (Goose resets the log level as it
     // starts, so the console drops them.)

@@ -151,6 +151,7 @@ pub async fn attack(p: Prepared) -> RunRecord {
         plan: p.plan.clone(),
         measurements: measurements.clone(),
         utterances: p.utterances.clone(),
+        unknown_events: Default::default(),
     });
     let sampler = MemorySampler::start(p.memory_target.clone(), Duration::from_secs(1));
     let mut interrupt_reason = interrupt::reason();

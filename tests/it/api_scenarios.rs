@@ -40,6 +40,7 @@ fn shared(no_wait: bool) -> Arc<Shared> {
         plan,
         measurements: Default::default(),
         utterances: Default::default(),
+        unknown_events: Default::default(),
     })
 }
 

@@ -13,7 +13,7 @@
 //! | `--ai-mute-rate 1` | the AI turn fails `no answer within 5s` (`--turn-timeout 5`), and the call goes on to its next turn |
 
 use crate::harness::{count, results, run_against, status, Server};
-use phone_agent_load::scenarios::call::MAX_MESSAGE;
+use phone_agent_load::scenarios::call::MAX_AGENT_MESSAGE;
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -215,7 +215,7 @@ fn oversized_messages_fail_the_call_without_being_buffered() {
     // floor, 20 users and their calls being redialled), 83 MiB in all, and buffering even half
     // the messages would pass it.
     let own_kib = 58 * 1024;
-    let per_call_kib = (MAX_MESSAGE as u64 + (256 << 10)) / 1024;
+    let per_call_kib = (MAX_AGENT_MESSAGE as u64 + (256 << 10)) / 1024;
     let bound_kib = own_kib + USERS * per_call_kib;
     let buffered_kib = USERS * 4 * 1024;
     assert!(bound_kib < 45 * 1024 + buffered_kib / 2);

@@ -61,6 +61,7 @@ fn shared(
         plan,
         measurements: Default::default(),
         utterances: Arc::new(utterances),
+        unknown_events: Default::default(),
     })
 }
 
