@@ -191,7 +191,7 @@ pub fn ai_mock(calls: usize, secs: u64) -> Result<()> {
         let plan = RunPlan::new(profile, &overrides, AiMode::Mock, false)?;
         let shared = Arc::new(Shared {
             plan,
-            utterances: Default::default(),
+            measurements: Arc::new(Measurements::default()),
             unknown_events: Default::default(),
             utterances: Default::default(),
         });

@@ -139,7 +139,10 @@ impl CallFailure {
     pub fn from_parse(e: ProtocolError, unknown_events: &UnknownEvents) -> CallFailure {
         match e {
             ProtocolError::Malformed(why) => ProtocolFailure::Malformed(why).into(),
-            ProtocolError::UnknownEvent(name) => unknown_events.failure(&name).into(),
+            ProtocolError::UnknownEvent(name) => match unknown_events.name(&name) {
+                Some(name) => ProtocolFailure::UnknownEvent(name).into(),
+                None => ProtocolFailure::TooManyUnknownEvents.into(),
+            },
             ProtocolError::Binary => ProtocolFailure::BinaryFrame.into(),
         }
     }
