@@ -11,6 +11,7 @@ mod harness;
 
 mod analysis;
 mod api_scenarios;
+mod architecture;
 mod audio;
 mod bad_input;
 mod cli;
