@@ -20,7 +20,7 @@ use std::sync::Arc;
 pub(super) async fn check_goose_options(
     goose: &GooseConfiguration,
     plan: &RunPlan,
-    test_plan_given: bool,
+    schedule: &Schedule,
     utterances: &[Utterance],
     console: &Console,
 ) -> Result<()> {
@@ -41,8 +41,7 @@ pub(super) async fn check_goose_options(
     // starts, so the console drops them.)
     let level = log::max_level();
     console.hush(true);
-    let schedule = Schedule::new(plan, &cfg, test_plan_given);
-    let checked = match goose_attack(cfg, plan, &schedule, "", &shared) {
+    let checked = match goose_attack(cfg, plan, schedule, "", &shared) {
         Ok(attack) => attack.execute().await.map(drop),
         Err(e) => Err(e),
     };

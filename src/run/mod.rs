@@ -33,7 +33,6 @@ use target::SimulatorProcess;
 pub struct Prepared {
     pub plan: RunPlan,
     pub schedule: Schedule,
-    pub test_plan_given: bool,
     pub goose: GooseConfiguration,
     pub host: String,
     pub simulator: Option<SimulatorProcess>,
@@ -91,6 +90,7 @@ async fn prepare_checked(
         (None, false) => Vec::new(),
     };
     let needs_server = plan.users.api_total() + plan.users.media_streams > 0 || speaks;
+    let schedule = Schedule::new(&plan, &goose, options.test_plan_given);
     if let Some(host) = &goose.host {
         target::validate_host(host)?;
     }
@@ -98,7 +98,7 @@ async fn prepare_checked(
         target::refuse_credentials_in("--server-metrics-url", url)?;
     }
     if let Some(console) = &console {
-        goose::check_goose_options(&goose, &plan, options.test_plan_given, &utterances, console).await?;
+        goose::check_goose_options(&goose, &plan, &schedule, &utterances, console).await?;
     }
     let mut memory_target = options.server_memory.clone();
     if let Some(target) = &memory_target {
@@ -125,9 +125,8 @@ async fn prepare_checked(
         None => ("http://127.0.0.1".to_string(), None),
     };
     Ok(Prepared {
-        schedule: Schedule::new(&plan, &goose, options.test_plan_given),
+        schedule,
         plan,
-        test_plan_given: options.test_plan_given,
         goose,
         host,
         simulator,

@@ -14,12 +14,34 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("config", &["protocol", "ai_model", "measure"]),
     ("scenarios", &["protocol", "ai_model", "measure", "config"]),
     ("run", &["protocol", "ai_model", "measure", "config", "scenarios"]),
-    ("analysis", &["protocol", "ai_model", "measure", "config", "scenarios", "run"]),
+    (
+        "analysis",
+        &["protocol", "ai_model", "measure", "config", "scenarios", "run"],
+    ),
     ("webui", &["measure", "config", "run", "analysis"]),
-    ("gaggle", &["protocol", "measure", "config", "scenarios", "run", "analysis", "webui"]),
+    (
+        "gaggle",
+        &[
+            "protocol",
+            "measure",
+            "config",
+            "scenarios",
+            "run",
+            "analysis",
+            "webui",
+        ],
+    ),
     (
         "cli",
-        &["config", "measure", "run", "analysis", "webui", "gaggle", "simulator"],
+        &[
+            "config",
+            "measure",
+            "run",
+            "analysis",
+            "webui",
+            "gaggle",
+            "simulator",
+        ],
     ),
     // A stand-in for a real agent: it shares the wire formats and nothing else.
     ("simulator", &["protocol", "ai_model"]),
