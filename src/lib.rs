@@ -13,7 +13,7 @@
 //! - [`run`]: one run from start to finish (target, Goose attack, console, interrupts), ending in
 //!   a [`run::RunRecord`].
 //! - [`analysis`]: the post-run hook (RTF, memory, verdicts, results file, report) and
-//!   [`analysis::conclude`], where every run ends.
+//!   [`analysis::conclude()`], where every run ends.
 //! - [`cli`], [`webui`], [`gaggle`]: the command line and the lone run, Goose's dashboard as the
 //!   web UI, distributed runs. They call the run; it never calls them.
 //!
