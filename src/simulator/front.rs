@@ -4,7 +4,7 @@
 //! own endpoints).
 
 use super::stats::Route;
-use super::{api, http_faults, media, webhooks, Sim};
+use super::{api, dispatch, http_faults, media, webhooks, Sim};
 use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{header, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -139,14 +139,6 @@ async fn enter(sim: Arc<Sim>, mut router: Router, req: Request) -> Response {
         sim.stats.status(response.status().as_u16());
     }
     response
-}
-
-/// The router's answer to a request.
-pub(crate) async fn dispatch(router: &mut Router, req: Request) -> Response {
-    match router.call(req).await {
-        Ok(response) => response,
-        Err(never) => match never {},
-    }
 }
 
 #[cfg(test)]

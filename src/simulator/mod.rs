@@ -249,3 +249,15 @@ impl Drop for RunningSimulator {
         self.signal_stop();
     }
 }
+
+/// The router's answer to a request.
+pub(crate) async fn dispatch(
+    router: &mut axum::Router,
+    req: axum::extract::Request,
+) -> axum::response::Response {
+    use tower_service::Service;
+    match router.call(req).await {
+        Ok(response) => response,
+        Err(never) => match never {},
+    }
+}

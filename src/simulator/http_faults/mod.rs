@@ -25,8 +25,7 @@ pub(crate) use garbage::GarbageAnswers;
 pub(crate) use rate_limit::RateLimiter;
 pub(crate) use stall::Stalls;
 
-use super::front::dispatch;
-use super::Sim;
+use super::{dispatch, Sim};
 use axum::extract::{ConnectInfo, Request};
 use axum::http::{header, StatusCode};
 use axum::response::Response;
