@@ -1,64 +1,19 @@
-//! The "AI call" scenario: a caller who speaks, timing the agent's spoken answers.
-//!
-//! Two modes (`--ai-mode`):
-//! - **stream**: a media-stream call that speaks. Each turn sends one utterance paced in real
-//!   time, then silence (a live phone line), and times the agent's answer: time to first audio
-//!   (end of the utterance to the agent's first `media` frame) and turn time (to the last frame
-//!   before the agent's `mark`). RTF = turn time / utterance duration. Once the answer has
-//!   played (its mark echoed), a pause of U(0.5, 1.5) s and the next turn, until the call's
-//!   duration; then `stop`. A turn unanswered within `--turn-timeout` (15 s after the caller
-//!   stopped speaking unless set) fails as "no answer within 15s" ("answer not finished within
-//!   15s" when audio came but no `mark`), and the call goes on: the usual pause, then the next
-//!   turn, the call still ending at its duration. A turn cut short by the call failing fails with the
-//!   call's reason; one cut short by the run ending is not counted.
-//! - **mock**: the original suite's in-process `MockAudioProcessor`, no server at all: the
-//!   original's STT -> LLM -> TTS latency model slept stage by stage, each stage timed, RTF = total / audio duration.
-//!
-//! Both run as short transactions (at most [`SLICE`] each) so a stopping run ends calls at once,
-//! record each turn as Goose custom requests (method "AI"), and keep every turn in
-//! [`AiStats`] for the post-run analysis.
+//! Stream mode: the caller's turns over a media-stream call. A [`Conversation`] is the call's
+//! [`Script`]: it speaks an utterance paced frame by frame, waits for the agent's answer (first
+//! audio, then its `mark`), lets the answer play out, pauses, and speaks again until the call's
+//! duration; a turn left unanswered past the turn timeout fails and the call goes on.
 
-use super::call::{self, CallFailure, Flow, Heard, Line, Names, Record, Script, SLICE};
-use super::Shared;
-use crate::ai_model::{self, StageLatencies};
-use crate::config::plan::AiMode;
+use super::{ms, pause, AI, NAMES, TURN};
 use crate::config::utterances::Utterance;
 use crate::measure::{AiStats, Measurements, Turn};
 use crate::protocol::mulaw::FRAME_BYTES;
-use goose::prelude::*;
-use rand::seq::IndexedRandom;
+use crate::scenarios::call::{CallFailure, Flow, Heard, Line, Record, Script};
+use crate::scenarios::Shared;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
 
-/// The scenario's name, as registered with Goose.
-pub const SCENARIO: &str = "AI call";
-/// The method label of AI rows in Goose's reports.
-pub const AI: &str = "AI";
-
-pub static NAMES: Names = Names {
-    connect: "AI call: connect",
-    call: "AI call: call",
-    mark: "AI call: mark echo",
-};
-
-const TURN: &str = "turn";
 const TTFA: &str = "time to first audio";
-const MOCK_CALL: &str = "mock call";
-const STAGES: [&str; 3] = ["stt", "llm", "tts"];
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
-}
-
-/// The pause before a turn: the original's U(0.5, 1.5) s, or none with `--no-wait`.
-fn pause(no_wait: bool) -> Duration {
-    if no_wait {
-        Duration::ZERO
-    } else {
-        ai_model::pause_between_turns(&mut rand::rng())
-    }
-}
 
 /// Where a stream-mode conversation is.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -83,7 +38,7 @@ enum Phase {
 }
 
 /// The stream-mode caller.
-struct Conversation {
+pub(super) struct Conversation {
     utterances: Arc<Vec<Utterance>>,
     measurements: Arc<Measurements>,
     duration: Duration,
@@ -278,7 +233,7 @@ impl Script for Conversation {
     }
 }
 
-fn new_conversation(shared: &Shared) -> Line<Conversation> {
+pub(super) fn new_conversation(shared: &Shared) -> Line<Conversation> {
     let script = Conversation {
         utterances: shared.utterances.clone(),
         measurements: shared.measurements.clone(),
@@ -293,233 +248,10 @@ fn new_conversation(shared: &Shared) -> Line<Conversation> {
     Line::new(script, &NAMES)
 }
 
-/// One mock turn: the model's stage latencies, slept one stage after the other.
-#[derive(Debug)]
-struct MockTurn {
-    audio_ms: u64,
-    planned: [Duration; 3],
-    took: [Duration; 3],
-    stage: usize,
-    stage_started: Instant,
-}
-
-impl MockTurn {
-    /// The original mock's turn: a random utterance and audio duration, the original's latency model.
-    fn new(now: Instant) -> MockTurn {
-        let rng = &mut rand::rng();
-        let text = ai_model::UTTERANCES.choose(rng).copied().unwrap_or("Ja.");
-        let audio_ms = ai_model::AUDIO_DURATIONS_MS.choose(rng).copied().unwrap_or(1000);
-        let answer = ai_model::answer_text(text);
-        let StageLatencies { stt, llm, tts } = ai_model::latencies(rng, audio_ms as f64, text, &answer, 1.0);
-        MockTurn {
-            audio_ms,
-            planned: [stt, llm, tts],
-            took: [Duration::ZERO; 3],
-            stage: 0,
-            stage_started: now,
-        }
-    }
-
-    fn stage_ends(&self) -> Instant {
-        self.stage_started + self.planned[self.stage]
-    }
-}
-
-#[derive(Debug)]
-enum MockPhase {
-    Pausing { until: Instant },
-    Turn(MockTurn),
-}
-
-/// The mock-mode caller: no server, the pipeline's latencies slept in process.
-struct Mock {
-    measurements: Arc<Measurements>,
-    duration: Duration,
-    no_wait: bool,
-    /// When the current call began.
-    call: Option<Instant>,
-    phase: MockPhase,
-    stats: AiStats,
-    records: Vec<Record>,
-}
-
-impl Mock {
-    /// Runs the mock for at most one slice.
-    async fn step(&mut self) {
-        let slice_end = Instant::now() + SLICE;
-        loop {
-            let now = Instant::now();
-            if now >= slice_end {
-                return;
-            }
-            let Some(call) = self.call else {
-                self.call = Some(now);
-                self.stats.calls += 1;
-                self.phase = MockPhase::Pausing {
-                    until: now + pause(self.no_wait),
-                };
-                continue;
-            };
-            let wake = match &mut self.phase {
-                MockPhase::Pausing { until } if now >= *until => {
-                    if now >= call + self.duration {
-                        self.records
-                            .push(Record::ok(AI, MOCK_CALL, now.saturating_duration_since(call)));
-                        self.call = None;
-                    } else {
-                        self.phase = MockPhase::Turn(MockTurn::new(now));
-                    }
-                    continue;
-                }
-                MockPhase::Pausing { until } => *until,
-                MockPhase::Turn(turn) if now >= turn.stage_ends() => {
-                    turn.took[turn.stage] = now.saturating_duration_since(turn.stage_started);
-                    turn.stage += 1;
-                    turn.stage_started = now;
-                    if turn.stage == STAGES.len() {
-                        self.turn_done(now);
-                    }
-                    continue;
-                }
-                MockPhase::Turn(turn) => turn.stage_ends(),
-            };
-            tokio::time::sleep_until(wake.min(slice_end)).await;
-        }
-    }
-
-    fn turn_done(&mut self, now: Instant) {
-        let MockPhase::Turn(turn) = &self.phase else {
-            return;
-        };
-        let total: Duration = turn.took.iter().sum();
-        self.stats.turns.push(Turn {
-            at_s: self.measurements.elapsed_s(),
-            audio_ms: turn.audio_ms as f64,
-            ok: true,
-            rtf: ms(total) / turn.audio_ms as f64,
-            stt_ms: Some(ms(turn.took[0])),
-            llm_ms: Some(ms(turn.took[1])),
-            tts_ms: Some(ms(turn.took[2])),
-            ..Turn::default()
-        });
-        for (stage, took) in STAGES.iter().zip(turn.took) {
-            self.records.push(Record::ok(AI, stage, took));
-        }
-        self.records.push(Record::ok(AI, TURN, total));
-        self.phase = MockPhase::Pausing {
-            until: now + pause(self.no_wait),
-        };
-    }
-
-    /// The run is ending: the call in progress ends with it (an unfinished turn is not counted).
-    fn stop(&mut self) {
-        if let Some(call) = self.call.take() {
-            self.records.push(Record::ok(AI, MOCK_CALL, call.elapsed()));
-        }
-    }
-
-    async fn flush(&mut self, user: &mut GooseUser) -> TransactionResult {
-        if self.stats.calls > 0 || !self.stats.turns.is_empty() {
-            self.measurements.add_ai(&std::mem::take(&mut self.stats));
-        }
-        call::record_all(user, &mut self.records, &self.measurements.failures).await
-    }
-}
-
-fn new_mock(shared: &Shared) -> Mock {
-    Mock {
-        measurements: shared.measurements.clone(),
-        duration: shared.plan.ai_call_duration,
-        no_wait: shared.plan.no_wait,
-        call: None,
-        phase: MockPhase::Pausing {
-            until: Instant::now(),
-        },
-        stats: AiStats::default(),
-        records: Vec::new(),
-    }
-}
-
-async fn mock_step(user: &mut GooseUser, shared: &Shared) -> TransactionResult {
-    let mock = call::user_state(user, || new_mock(shared));
-    let mut mock = mock.lock().await;
-    mock.step().await;
-    mock.flush(user).await
-}
-
-async fn mock_stop(user: &mut GooseUser) -> TransactionResult {
-    let Some(mock) = user.get_session_data::<call::UserState<Mock>>().cloned() else {
-        return Ok(());
-    };
-    let mut mock = mock.lock().await;
-    mock.stop();
-    mock.flush(user).await
-}
-
-fn invalid(option: &str, value: String, detail: &str) -> GooseError {
-    GooseError::InvalidOption {
-        option: option.into(),
-        value,
-        detail: detail.into(),
-    }
-}
-
-/// Checks what a stream-mode AI call needs: something to say, and time to say it.
-fn check_stream(shared: &Shared) -> Result<(), GooseError> {
-    if shared.utterances.is_empty() {
-        return Err(invalid(
-            "--audio-dir",
-            "0 utterances".into(),
-            "AI calls need at least one utterance",
-        ));
-    }
-    if let Some(u) = shared.utterances.iter().find(|u| u.mulaw.is_empty()) {
-        return Err(invalid(
-            "--audio-dir",
-            u.text.clone(),
-            "an utterance has no audio",
-        ));
-    }
-    Ok(())
-}
-
-/// The "AI call" scenario, in the plan's `ai_mode`. Register it with weight = the number of
-/// concurrent AI calls.
-pub fn ai_call(shared: &Arc<Shared>) -> Result<Scenario, GooseError> {
-    if shared.plan.ai_call_duration.is_zero() {
-        return Err(invalid(
-            "ai_calls.duration",
-            "0s".into(),
-            "an AI call must last at least one second",
-        ));
-    }
-    let scenario = Scenario::new(SCENARIO);
-    Ok(match shared.plan.ai_mode {
-        AiMode::Stream => {
-            check_stream(shared)?;
-            let talk = super::transaction(shared, "talk", |user, shared| {
-                Box::pin(async move { Line::step(user, &shared, || new_conversation(&shared)).await })
-            });
-            let hang_up = super::transaction(shared, "hang up", |user, shared| {
-                Box::pin(async move { Line::<Conversation>::stop(user, &shared).await })
-            })
-            .set_on_stop();
-            scenario.register_transaction(talk).register_transaction(hang_up)
-        }
-        AiMode::Mock => {
-            let talk = super::transaction(shared, "talk", |user, shared| {
-                Box::pin(async move { mock_step(user, &shared).await })
-            });
-            let hang_up = super::transaction(shared, "hang up", |user, _shared| Box::pin(mock_stop(user)))
-                .set_on_stop();
-            scenario.register_transaction(talk).register_transaction(hang_up)
-        }
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::scenarios::call;
 
     const TURN_TIMEOUT: Duration = crate::config::plan::DEFAULT_TURN_TIMEOUT;
 
