@@ -8,7 +8,7 @@
 //!
 //! Success rules: a status in a task's passing set passes; any other status fails the request
 //! and the transaction, whose error carries Locust's message ("Rate limited", "Validation
-//! error", "Unexpected status N"; Goose shows it as "TransactionError: custom error (Rate
+//! error", "Unexpected status N"; the high-load user's "Unexpected status: N"; Goose shows it as "TransactionError: custom error (Rate
 //! limited)" in its transaction errors). How that maps onto Goose 0.19, which judges a request
 //! (2xx passes) and counts its error before our code sees the response:
 //! - a failing non-2xx keeps Goose's own request error, which names the status ("429 Too Many
@@ -55,6 +55,7 @@ pub const UPDATE: &str = "/api/v1/calls/{id} [UPDATE]";
 pub const GET: &str = "/api/v1/calls/{id} [GET]";
 pub const HEALTH: &str = "/api/v1/health";
 pub const RAPID: &str = "/api/v1/calls [RAPID]";
+pub const RAPID_HEALTH: &str = "/api/v1/health [RAPID]";
 
 const HEALTH_PATH: &str = "/api/v1/health";
 /// How many created calls a user remembers (the most recent).
@@ -108,11 +109,42 @@ pub(super) enum Expect {
     Anything,
 }
 
-/// Statuses that pass, per kind of request.
-const PASS_OK: &[u16] = &[200];
-const PASS_CREATED: &[u16] = &[201];
-const PASS_KNOWN_OR_NOT: &[u16] = &[200, 404];
-const PASS_RAPID: &[u16] = &[200, 429];
+/// A task's success rule, as its Locust user wrote it: the statuses that pass, and how a status
+/// that does not is named.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Rule {
+    pub passes: &'static [u16],
+    pub names_failure: fn(u16) -> Cow<'static, str>,
+}
+
+const PASS_OK: Rule = Rule {
+    passes: &[200],
+    names_failure: failure_reason,
+};
+const PASS_CREATED: Rule = Rule {
+    passes: &[201],
+    names_failure: failure_reason,
+};
+const PASS_KNOWN_OR_NOT: Rule = Rule {
+    passes: &[200, 404],
+    names_failure: failure_reason,
+};
+/// The high-load user's: rate limiting is what it probes for, so a 429 passes too.
+const PASS_RAPID: Rule = Rule {
+    passes: &[200, 429],
+    names_failure: unexpected_status,
+};
+
+/// The rule each API request name is judged by.
+pub(super) fn rule_of(name: &str) -> Option<Rule> {
+    Some(match name {
+        LIST | HEALTH => PASS_OK,
+        CREATE => PASS_CREATED,
+        UPDATE | GET => PASS_KNOWN_OR_NOT,
+        RAPID | RAPID_HEALTH => PASS_RAPID,
+        _ => return None,
+    })
+}
 
 /// The API user's own state: paths of the calls it created, the most recent last.
 #[derive(Debug, Clone, Default)]
@@ -210,14 +242,11 @@ async fn high_load_task(user: &mut GooseUser, shared: Arc<Shared>) -> Transactio
     let path = {
         let rng = &mut rand::rng();
         match weighted_choice(rng, &HIGH_LOAD_TASKS) {
-            HighLoadTask::RapidList => Some(data::random_list_path(rng)),
-            HighLoadTask::RapidHealth => None,
+            HighLoadTask::RapidList => (CALLS_PATH, RAPID),
+            HighLoadTask::RapidHealth => (HEALTH_PATH, RAPID_HEALTH),
         }
     };
-    match path {
-        Some(path) => get(user, f, path, RAPID, PASS_RAPID).await,
-        None => get(user, f, HEALTH_PATH, HEALTH, PASS_OK).await,
-    }
+    get(user, f, path.0, path.1, PASS_RAPID).await
 }
 
 /// `POST /api/v1/calls`; a 201 keeps the new call's id for later updates and reads.
@@ -287,20 +316,20 @@ fn created_id(body: &[u8]) -> Result<String, &'static str> {
     }
 }
 
-/// A `GET` of a JSON endpoint named `name`, judged against `passes`.
+/// A `GET` of a JSON endpoint named `name`, judged by `rule`.
 async fn get(
     user: &mut GooseUser,
     f: &FailureTally,
     path: &str,
     name: &str,
-    passes: &[u16],
+    rule: Rule,
 ) -> TransactionResult {
     let request = GooseRequest::builder()
         .name(name)
         .set_request_builder(request_to(user, Method::GET, path))
         .build();
     let goose = user.request(request).await?;
-    judge(user, f, goose, passes, Expect::Json).await
+    judge(user, f, goose, rule, Expect::Json).await
 }
 
 /// A request to `path` (absolute, with any query) on the user's host. Goose's own builder joins
@@ -319,13 +348,13 @@ pub(super) fn request_to(user: &GooseUser, method: Method, path: &str) -> reqwes
 }
 
 /// Reads a response to the end (at most [`MAX_BODY`] of it; a whole body lets its connection
-/// be reused) and applies a task's success rule: `passes` are the statuses that pass, and a
+/// be reused) and applies a task's success rule: its statuses pass, and a
 /// passing answer's body must be whole and as `expect`ed.
 pub(super) async fn judge(
     user: &mut GooseUser,
     f: &FailureTally,
     goose: GooseResponse,
-    passes: &[u16],
+    rule: Rule,
     expect: Expect,
 ) -> TransactionResult {
     let GooseResponse {
@@ -336,7 +365,7 @@ pub(super) async fn judge(
         Ok(response) => read_answer(response, expect, false).await,
         Err(e) => return Err(request_failed(f, request, &e)),
     };
-    settle(user, f, &mut request, passes, answer).map(drop)
+    settle(user, f, &mut request, rule, answer).map(drop)
 }
 
 /// Reads an answer's body, keeping it when `keep` (else only counting it), and checks its
@@ -421,12 +450,12 @@ fn settle<T>(
     user: &mut GooseUser,
     f: &FailureTally,
     request: &mut GooseRequestMetric,
-    passes: &[u16],
+    rule: Rule,
     answer: Result<T, Cow<'static, str>>,
 ) -> Result<T, Box<TransactionError>> {
     let status = request.status_code;
-    if !passes.contains(&status) {
-        return Err(fail(user, f, request, failure_reason(status)));
+    if !rule.passes.contains(&status) {
+        return Err(fail(user, f, request, (rule.names_failure)(status)));
     }
     let body = answer.map_err(|reason| fail(user, f, request, reason))?;
     if !request.success {
@@ -468,7 +497,12 @@ fn fail(
     Box::new(TransactionError::Custom(reason.into_owned()))
 }
 
-/// Locust's failure message for a status a task does not accept.
+/// The high-load user's failure for any status it does not accept: "Unexpected status: 500".
+pub fn unexpected_status(status: u16) -> Cow<'static, str> {
+    Cow::Owned(format!("Unexpected status: {status}"))
+}
+
+/// Locust's failure message for a status an API or webhook task does not accept.
 pub fn failure_reason(status: u16) -> Cow<'static, str> {
     match status {
         429 => Cow::Borrowed("Rate limited"),

@@ -6,7 +6,7 @@
 //! traffic, which is no failure of the load test. Any content type passes (Twilio takes TwiML
 //! under several), but the body must arrive whole and within the API's size cap.
 
-use super::api::{judge, request_to, with_wait, Expect};
+use super::api::{failure_reason, judge, request_to, with_wait, Expect, Rule};
 use super::data::{self, weighted_choice, Sid, TwilioCall};
 use super::{transaction, Shared};
 use goose::prelude::*;
@@ -34,7 +34,10 @@ pub const WEBHOOK_TASKS: [(WebhookTask, u32); 2] = [(WebhookTask::CallStatus, 10
 /// Locust's `wait_time = between(0.1, 0.5)`.
 pub const WEBHOOK_WAIT: (Duration, Duration) = (Duration::from_millis(100), Duration::from_millis(500));
 
-const PASS_WEBHOOK: &[u16] = &[200, 400, 403];
+pub(super) const PASS_WEBHOOK: Rule = Rule {
+    passes: &[200, 400, 403],
+    names_failure: failure_reason,
+};
 
 /// The user's Twilio account and its calls, made on its first task (Locust's `on_start`).
 #[derive(Debug, Clone)]

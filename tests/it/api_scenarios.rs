@@ -27,6 +27,7 @@ const UPDATE: &str = "PATCH /api/v1/calls/{id} [UPDATE]";
 const GET: &str = "GET /api/v1/calls/{id} [GET]";
 const HEALTH: &str = "GET /api/v1/health";
 const RAPID: &str = "GET /api/v1/calls [RAPID]";
+const RAPID_HEALTH: &str = "GET /api/v1/health [RAPID]";
 const STATUS: &str = "POST /webhooks/twilio/status";
 const VOICE: &str = "POST /webhooks/twilio/voice";
 
@@ -187,11 +188,21 @@ async fn the_simulator_sees_every_request_well_formed_in_locust_mix() {
     let (m, stats) = attack_simulator(ServeOptions::for_tests(), users, true, 4).await;
 
     // Every request name, and nothing failed.
-    for row in [LIST, CREATE, UPDATE, GET, HEALTH, RAPID, STATUS, VOICE] {
+    for row in [
+        LIST,
+        CREATE,
+        UPDATE,
+        GET,
+        HEALTH,
+        RAPID,
+        RAPID_HEALTH,
+        STATUS,
+        VOICE,
+    ] {
         assert!(made(&m, row) > 0, "{row} missing from {:?}", m.requests.keys());
         assert_eq!(failed(&m, row), 0, "{row} failed: {:?}", m.errors);
     }
-    assert_eq!(m.requests.len(), 8, "{:?}", m.requests.keys());
+    assert_eq!(m.requests.len(), 9, "{:?}", m.requests.keys());
     assert!(m.transaction_errors.is_empty(), "{:?}", m.transaction_errors);
 
     // The simulator received exactly these, all valid.
@@ -201,7 +212,10 @@ async fn the_simulator_sees_every_request_well_formed_in_locust_mix() {
     assert_eq!(received("POST /api/v1/calls"), made(&m, CREATE));
     assert_eq!(received("PATCH /api/v1/calls/{id}"), made(&m, UPDATE));
     assert_eq!(received("GET /api/v1/calls/{id}"), made(&m, GET));
-    assert_eq!(received("GET /api/v1/health"), made(&m, HEALTH));
+    assert_eq!(
+        received("GET /api/v1/health"),
+        made(&m, HEALTH) + made(&m, RAPID_HEALTH)
+    );
     assert_eq!(received("other"), 0);
     assert_eq!(counted(&stats, "/calls_created"), made(&m, CREATE));
     // Webhooks arrived as forms the simulator parsed, with valid SIDs and Twilio's statuses.
@@ -229,10 +243,11 @@ async fn the_simulator_sees_every_request_well_formed_in_locust_mix() {
         made(&m, STATUS) + made(&m, VOICE),
         10.0 / 15.0,
     );
-    // Every high-load draw makes one request: rapid lists, and the rest health checks.
+    // Every high-load draw makes one request: rapid lists, and the rest rapid health checks.
     let rapid = made(&m, RAPID);
     assert_share("rapid among high-load draws", rapid, draws(&m, 2), 5.0 / 6.0);
-    let api_health = made(&m, HEALTH) - (draws(&m, 2) - rapid);
+    assert_eq!(rapid + made(&m, RAPID_HEALTH), draws(&m, 2));
+    let api_health = made(&m, HEALTH);
     assert_share(
         "health among API requests",
         api_health,
@@ -240,8 +255,9 @@ async fn the_simulator_sees_every_request_well_formed_in_locust_mix() {
         1.0 / 21.0,
     );
 
-    // The list filters, each drawn independently.
-    let lists = list + rapid;
+    // The API user's list filters, each drawn independently; the rapid list is a plain
+    // `GET /api/v1/calls`, so it adds none.
+    let lists = list;
     assert_share(
         "industry filter",
         counted(&stats, "/list_filters/industry"),
@@ -309,9 +325,10 @@ async fn rate_limits_fail_api_requests_but_not_rapid_ones() {
         status_count(&m, STATUS, 429) + status_count(&m, VOICE, 429)
     );
 
-    // The high-load user's rapid lists pass either way.
+    // The high-load user's rapid lists and health checks pass either way.
     assert!(status_count(&m, RAPID, 429) > 0);
     assert_eq!(failed(&m, RAPID), 0);
+    assert_eq!(failed(&m, RAPID_HEALTH), 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -321,17 +338,18 @@ async fn server_errors_fail_every_request_naming_the_status() {
         ..ServeOptions::for_tests()
     };
     let (m, stats) = attack_simulator(opts, LOCUST_USERS, true, 2).await;
-    for row in [LIST, CREATE, HEALTH, RAPID, STATUS, VOICE] {
+    for row in [LIST, CREATE, HEALTH, RAPID, RAPID_HEALTH, STATUS, VOICE] {
         assert!(made(&m, row) > 0, "{row}");
         assert_eq!(failed(&m, row), made(&m, row), "{row}");
         assert_eq!(status_count(&m, row, 500), made(&m, row), "{row}");
     }
     assert!(request_errors(&m, CREATE, "500 Internal Server Error: /api/v1/calls [CREATE]") > 0);
-    for scenario in ["API user", "Webhook user", "High-load user"] {
-        assert!(
-            transaction_errors(&m, scenario, "Unexpected status 500") > 0,
-            "{scenario}"
-        );
+    for (scenario, reason) in [
+        ("API user", "Unexpected status 500"),
+        ("Webhook user", "Unexpected status 500"),
+        ("High-load user", "Unexpected status: 500"),
+    ] {
+        assert!(transaction_errors(&m, scenario, reason) > 0, "{scenario}");
     }
     // No call was ever created, so no update or read was tried.
     assert_eq!(made(&m, UPDATE) + made(&m, GET), 0);
@@ -473,7 +491,7 @@ async fn not_found_passes_for_known_ids_and_refusals_pass_for_webhooks() {
         assert_eq!(failed(&m, row), 0, "403 passes for {row}");
     }
     assert!(m.transaction_errors.is_empty(), "{:?}", m.transaction_errors);
-    for row in [LIST, CREATE, HEALTH, RAPID] {
+    for row in [LIST, CREATE, HEALTH, RAPID, RAPID_HEALTH] {
         assert!(made(&m, row) > 0 && failed(&m, row) == 0, "{row}");
     }
     // One API user (one of Goose's users 0-3) made every call; two webhook users, 20 calls each.
@@ -506,10 +524,11 @@ async fn statuses_outside_a_task_rules_fail_with_locust_messages() {
         failed(&m, LIST)
     );
     assert!(failed(&m, RAPID) > 0 && failed(&m, RAPID) == made(&m, RAPID));
-    assert!(transaction_errors(&m, "High-load user", "Unexpected status 204") > 0);
-    // Health is rate-limited for both users that call it.
+    assert!(transaction_errors(&m, "High-load user", "Unexpected status: 204") > 0);
+    // A rate-limited health check fails the API user; the high-load user's rapid one passes.
     assert_eq!(failed(&m, HEALTH), made(&m, HEALTH));
-    assert!(transaction_errors(&m, "High-load user", "Rate limited") > 0);
+    assert!(transaction_errors(&m, "API user", "Rate limited") > 0);
+    assert!(made(&m, RAPID_HEALTH) > 0 && failed(&m, RAPID_HEALTH) == 0);
     assert_eq!(failed(&m, STATUS), made(&m, STATUS));
     assert!(transaction_errors(&m, "Webhook user", "Unexpected status 500") > 0);
 }
