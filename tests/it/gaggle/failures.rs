@@ -87,6 +87,11 @@ fn mismatched_workers_are_refused_and_both_sides_say_why() {
         Proc::start(&["--worker", "--users", "5"], dir.path(), &[]).finish(Duration::from_secs(10));
     assert_eq!(code, Some(1), "{out}");
     assert!(out.contains("give --users to the --manager"), "{out}");
+    // Given at its default value it is still given, and would still be ignored.
+    let (code, out) = Proc::start(&["--worker", "--profile", "quick"], dir.path(), &[])
+        .finish(Duration::from_secs(10));
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("give --profile to the --manager"), "{out}");
 
     // `merge` names a file without the raw data.
     let old = r#"{"profile": "quick", "timestamp": "2026-01-01T00:00:00Z", "host": "h", "passed": true,
