@@ -48,10 +48,16 @@ impl PostRunHook for StandardAnalysis {
             api::api_section(run.goose.as_ref(), duration_s)
         });
         r.websocket = section(plan.skips.ws || plan.users.media_streams == 0, || {
-            sections::websocket_section(&run.measured.streams)
+            sections::websocket_section(&run.measured.streams, duration_s)
         });
         r.ai_pipeline = section(plan.skips.ai || plan.users.ai_calls == 0, || {
-            sections::ai_section(&run.measured.ai, plan.ai_mode)
+            let ai_run = sections::AiRun {
+                mode: plan.ai_mode,
+                duration_s,
+                concurrent_calls: users_that_ran(run).get(AI_CALLS).copied().unwrap_or(0),
+                memory_peak_mb: run.memory.load_generator.as_ref().map_or(0.0, |m| m.peak_mb),
+            };
+            sections::ai_section(&run.measured.ai, &ai_run)
         });
         r.memory.report = run.memory.clone();
         for v in standard::standard_verdicts(r, &plan.profile.thresholds) {
@@ -101,17 +107,7 @@ fn goose_threshold_verdict(t: &goose::threshold::ThresholdResult) -> Verdict {
 
 /// The results before any analysis: what the run was, nothing judged.
 fn skeleton(run: &RunRecord) -> Results {
-    let u = &run.plan.users;
-    let users = BTreeMap::from(
-        [
-            ("api", u.api),
-            ("webhook", u.webhook),
-            ("high_load", u.high_load),
-            ("media_streams", u.media_streams),
-            ("ai_calls", u.ai_calls),
-        ]
-        .map(|(k, v)| (k.to_string(), v as u64)),
-    );
+    let users = users_that_ran(run);
     Results {
         profile: run.plan.profile.name.clone(),
         timestamp: run.started.to_rfc3339(),
@@ -132,6 +128,50 @@ fn skeleton(run: &RunRecord) -> Results {
         failures_by_reason: Default::default(),
         workers: Vec::new(),
         raw: Some(results::RawData::of(run)),
+    }
+}
+
+/// The `users` key of the AI-call users.
+const AI_CALLS: &str = "ai_calls";
+
+/// Goose users per kind of load (api, webhook, high_load, media_streams, ai_calls): those Goose's
+/// scenario metrics saw run, since `--scenarios` may give every user to one kind; the plan's
+/// split when the metrics saw no scenario run (a merged gaggle run carries no scenarios;
+/// `--no-scenario-metrics` keeps none). Goose counts a user once it has run its scenario through
+/// after the metrics reset, which the built-in scenarios do within a second or two.
+fn users_that_ran(run: &RunRecord) -> BTreeMap<String, u64> {
+    let u = &run.plan.users;
+    let mut users = BTreeMap::from(
+        [
+            ("api", u.api),
+            ("webhook", u.webhook),
+            ("high_load", u.high_load),
+            ("media_streams", u.media_streams),
+            (AI_CALLS, u.ai_calls),
+        ]
+        .map(|(k, v)| (k.to_string(), v as u64)),
+    );
+    let scenarios = run.goose.as_ref().map_or(&[][..], |g| &g.scenarios[..]);
+    if scenarios.iter().all(|s| s.users.is_empty()) {
+        return users;
+    }
+    users.values_mut().for_each(|n| *n = 0);
+    for s in scenarios {
+        *users.entry(user_kind(&s.name).to_string()).or_default() += s.users.len() as u64;
+    }
+    users
+}
+
+/// The `users` key of a Goose scenario: the built-in scenarios by kind, any other under its own
+/// name.
+pub fn user_kind(scenario: &str) -> &str {
+    match scenario {
+        "API user" => "api",
+        "Webhook user" => "webhook",
+        "High-load user" => "high_load",
+        crate::scenarios::media_stream::SCENARIO => "media_streams",
+        crate::scenarios::ai_call::SCENARIO => AI_CALLS,
+        other => other,
     }
 }
 

@@ -226,9 +226,32 @@ pub struct ApiResults {
     /// Requests per second over the measured window.
     pub rps: f64,
     pub endpoints: Vec<Endpoint>,
-    /// "METHOD name: error" -> count.
+    /// "METHOD name: error" -> count, leaving out the answers the scenarios' success rules
+    /// accepted (a 404 on an update, a 429 on a rapid list), which Goose lists among its errors.
     #[serde(default)]
     pub errors: BTreeMap<String, u64>,
+    /// The Python suite's keys from here on (README "Coming from the Python suite"); files
+    /// written before them read as zero and empty. Seconds the API load ran (the run's wall time).
+    #[serde(default)]
+    pub duration: f64,
+    /// Where the suite kept Locust's console output: the API lines of the console summary.
+    #[serde(default)]
+    pub stdout: String,
+    /// The figures above, as the suite named Locust's aggregated row.
+    #[serde(default)]
+    pub stats: LocustStats,
+}
+
+/// The suite's `api.stats`: Locust's aggregated row, in its names (times in ms).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+pub struct LocustStats {
+    pub requests: u64,
+    pub failures: u64,
+    pub avg_response_time: f64,
+    pub p50: f64,
+    pub p95: f64,
+    pub p99: f64,
+    pub rps: f64,
 }
 
 /// One Goose request row.
@@ -286,6 +309,16 @@ pub struct WebsocketResults {
     #[serde(default)]
     pub marks_echoed: u64,
     pub errors: BTreeMap<String, u64>,
+    /// The Python suite's keys from here on (README "Coming from the Python suite"); files
+    /// written before them read as zero. Seconds the media streams ran (the run's wall time).
+    #[serde(default)]
+    pub duration: f64,
+    /// The suite's latency is the WebSocket handshake time: `connect_avg_ms`.
+    #[serde(default)]
+    pub avg_latency_ms: f64,
+    /// The handshake time's p95: `connect_p95_ms`.
+    #[serde(default)]
+    pub p95_latency_ms: f64,
 }
 
 /// AI audio calls: per-turn latency and the real-time factor.
@@ -319,6 +352,28 @@ pub struct AiResults {
     /// `[seconds into the run, RTF]` of each successful turn, for plotting.
     #[serde(default)]
     pub rtf_series: Vec<[f64; 2]>,
+    /// The Python suite's keys from here on (README "Coming from the Python suite"); files
+    /// written before them read as zero. Seconds the AI calls ran (the run's wall time).
+    #[serde(default)]
+    pub duration: f64,
+    /// AI-call users, each holding one call at a time (the suite's `--calls`).
+    #[serde(default)]
+    pub concurrent_calls: u64,
+    /// Turns spoken, answered or not: each is one pass through STT -> LLM -> TTS.
+    #[serde(default)]
+    pub total_requests: u64,
+    /// `total_requests` / `duration`.
+    #[serde(default)]
+    pub throughput_rps: f64,
+    /// A successful turn's latency, the numerator of its RTF: the answer's end (stream mode,
+    /// `turn_ms`) or STT + LLM + TTS (mock mode).
+    #[serde(default)]
+    pub avg_latency_ms: f64,
+    #[serde(default)]
+    pub p95_latency_ms: f64,
+    /// The load generator's peak memory (0 when it was not sampled).
+    #[serde(default)]
+    pub memory_peak_mb: f64,
 }
 
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Default)]

@@ -1,15 +1,18 @@
 //! The `websocket` and `ai_pipeline` sections, from the crate's own measurements.
 //!
 //! Per-turn figures (RTF, time to first audio, stage latencies) are kept as samples, so their
-//! percentiles here are exact (nearest rank), not bucketed.
+//! percentiles here are exact (nearest rank), not bucketed. Each section also carries the Python
+//! suite's keys (README "Coming from the Python suite"), mapped onto these measurements.
 
 use super::api::pct;
 use super::results::{AiResults, AvgP95, Percentiles, RtfStats, WebsocketResults};
 use crate::config::plan::AiMode;
-use crate::measure::{AiStats, StreamStats};
+use crate::measure::{AiStats, StreamStats, Turn};
 
-/// The `websocket` section.
-pub fn websocket_section(s: &StreamStats) -> WebsocketResults {
+/// The `websocket` section; `duration_s` is the run's wall time.
+pub fn websocket_section(s: &StreamStats, duration_s: f64) -> WebsocketResults {
+    let connect_avg_ms = s.connect_us.mean() / 1000.0;
+    let connect_p95_ms = s.connect_us.quantile(0.95) as f64 / 1000.0;
     WebsocketResults {
         success: false,
         connections_attempted: s.calls_attempted,
@@ -23,29 +26,47 @@ pub fn websocket_section(s: &StreamStats) -> WebsocketResults {
         frame_rate_pct: pct(s.frames_sent, s.frames_scheduled),
         // Late frames include those skipped for being too late, so they count among the frames.
         late_frames_pct: pct(s.frames_late, s.frames_sent + s.frames_skipped),
-        connect_p95_ms: s.connect_us.quantile(0.95) as f64 / 1000.0,
+        connect_p95_ms,
         calls_completed: s.calls_completed,
         calls_failed: s.calls_failed,
         frames_scheduled: s.frames_scheduled,
         frames_sent: s.frames_sent,
         frames_skipped: s.frames_skipped,
-        connect_avg_ms: s.connect_us.mean() / 1000.0,
+        connect_avg_ms,
         frame_lateness_p95_ms: s.lateness_us.quantile(0.95) as f64 / 1000.0,
         marks_echoed: s.marks_echoed,
         errors: s.errors.clone(),
+        duration: duration_s,
+        // The suite's WebSocket latency is the handshake's.
+        avg_latency_ms: connect_avg_ms,
+        p95_latency_ms: connect_p95_ms,
     }
 }
 
+/// What the `ai_pipeline` section needs to know of the run besides its turns.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AiRun {
+    pub mode: AiMode,
+    /// The run's wall time.
+    pub duration_s: f64,
+    /// AI-call users that ran.
+    pub concurrent_calls: u64,
+    /// The load generator's peak memory (0 when it was not sampled).
+    pub memory_peak_mb: f64,
+}
+
 /// The `ai_pipeline` section.
-pub fn ai_section(ai: &AiStats, mode: AiMode) -> AiResults {
+pub fn ai_section(ai: &AiStats, run: &AiRun) -> AiResults {
+    let mode = run.mode;
     let ok: Vec<_> = ai.turns.iter().filter(|t| t.ok && t.rtf.is_finite()).collect();
     let turns = ai.turns.len() as u64;
     let rtfs: Vec<f64> = ok.iter().map(|t| t.rtf).collect();
     let capable = rtfs.iter().filter(|&&r| r < 1.0).count() as u64;
-    let stage = |f: fn(&crate::measure::Turn) -> Option<f64>| -> Vec<f64> {
+    let stage = |f: fn(&Turn) -> Option<f64>| -> Vec<f64> {
         ok.iter().filter_map(|t| f(t)).filter(|v| v.is_finite()).collect()
     };
     let (stream, mock) = (mode == AiMode::Stream, mode == AiMode::Mock);
+    let latencies: Vec<f64> = ok.iter().filter_map(|t| latency_ms(t, mode)).collect();
     let mut rtf_series: Vec<[f64; 2]> = ok.iter().map(|t| [t.at_s, t.rtf]).collect();
     rtf_series.sort_by(|a, b| a[0].total_cmp(&b[0]));
     AiResults {
@@ -73,7 +94,28 @@ pub fn ai_section(ai: &AiStats, mode: AiMode) -> AiResults {
         tts_ms: mock.then(|| avg_p95(&stage(|t| t.tts_ms))),
         errors: ai.errors.clone(),
         rtf_series,
+        duration: run.duration_s,
+        concurrent_calls: run.concurrent_calls,
+        total_requests: turns,
+        throughput_rps: if run.duration_s > 0.0 {
+            turns as f64 / run.duration_s
+        } else {
+            0.0
+        },
+        avg_latency_ms: mean(&latencies),
+        p95_latency_ms: quantile(&latencies, 0.95),
+        memory_peak_mb: run.memory_peak_mb,
     }
+}
+
+/// A turn's latency as the suite's AI mock timed it, the numerator of the turn's RTF: the end of
+/// the agent's answer (stream mode) or STT + LLM + TTS (mock mode).
+fn latency_ms(t: &Turn, mode: AiMode) -> Option<f64> {
+    let latency = match mode {
+        AiMode::Stream => t.turn_ms?,
+        AiMode::Mock => t.stt_ms? + t.llm_ms? + t.tts_ms?,
+    };
+    latency.is_finite().then_some(latency)
 }
 
 fn percentiles(v: &[f64]) -> Percentiles {
@@ -145,12 +187,24 @@ mod tests {
             ],
             errors: [("no answer".to_string(), 1)].into(),
         };
-        let s = ai_section(&ai, AiMode::Stream);
+        let run = AiRun {
+            mode: AiMode::Stream,
+            duration_s: 10.0,
+            concurrent_calls: 2,
+            memory_peak_mb: 0.0,
+        };
+        let s = ai_section(&ai, &run);
         assert_eq!((s.turns, s.successful_turns, s.success_rate), (4, 3, 75.0));
         assert_eq!(s.realtime_capable_pct, 50.0);
         assert!((s.rtf.mean - 0.9).abs() < 1e-9 && s.rtf.max == 1.5 && s.rtf.p50 == 0.7);
         assert_eq!(s.ttfa_ms.unwrap().p95, 300.0);
         assert!(s.stt_ms.is_none());
         assert_eq!(s.rtf_series[0], [1.0, 1.5]);
+        // Every turn spoken is a request of the suite's; no turn here timed its answer's end.
+        assert_eq!(
+            (s.total_requests, s.throughput_rps, s.concurrent_calls),
+            (4, 0.4, 2)
+        );
+        assert_eq!((s.avg_latency_ms, s.p95_latency_ms), (0.0, 0.0));
     }
 }

@@ -66,6 +66,14 @@ fn section<T>(o: &mut String, title: &str, s: &Section<T>, lines: fn(&mut String
     }
 }
 
+/// The API section as the summary shows it: totals, latency, a line per request row and the
+/// errors (the results file keeps it as the Python suite's `api.stdout`).
+pub fn api_text(a: &ApiResults) -> String {
+    let mut out = String::new();
+    api_lines(&mut out, a);
+    out
+}
+
 fn api_lines(o: &mut String, a: &ApiResults) {
     if a.requests == 0 {
         let _ = writeln!(o, "  no data: no API request was recorded");

@@ -1,10 +1,12 @@
 //! The post-run analysis: verdict edges, the slope fit, the results file's contract, the api
-//! section from a real Goose run on loopback, the memory sampler, hooks and the HTML report.
+//! section from a real Goose run on loopback, the memory sampler, hooks, the HTML report and the
+//! Python suite's keys.
 //! What the modules share is here: a run plan and a small HTTP server on loopback.
 
 mod api_section;
 mod hooks;
 mod memory;
+mod python_suite;
 mod report;
 mod results_file;
 mod slope;
