@@ -172,9 +172,11 @@ fn named_paths(text: &str, module: &[String]) -> Vec<Vec<String>> {
                     let group = &group[..group.find('}').unwrap_or(group.len())];
                     for item in group.split(',') {
                         let mut p = path.clone();
-                        p.extend(item.trim().split("::").map(|s| {
-                            s.chars().take_while(|c| is_ident(*c)).collect::<String>()
-                        }));
+                        p.extend(
+                            item.trim()
+                                .split("::")
+                                .map(|s| s.chars().take_while(|c| is_ident(*c)).collect::<String>()),
+                        );
                         out.push(p);
                     }
                     break;
@@ -211,8 +213,7 @@ fn code_of(text: &str) -> String {
 fn file_edges() -> BTreeMap<Vec<String>, BTreeSet<Vec<String>>> {
     let mut files = Vec::new();
     rust_files(&src(), &mut files);
-    let modules: BTreeMap<Vec<String>, PathBuf> =
-        files.iter().map(|f| (module_path(f), f.clone())).collect();
+    let modules: BTreeMap<Vec<String>, PathBuf> = files.iter().map(|f| (module_path(f), f.clone())).collect();
     let resolve = |path: &[String]| -> Option<Vec<String>> {
         (0..=path.len())
             .rev()
@@ -246,8 +247,7 @@ fn a_cycle(edges: &BTreeMap<Vec<String>, BTreeSet<Vec<String>>>) -> Option<Vec<V
             continue;
         }
         // Depth-first, with the path kept: an edge back into it closes a cycle.
-        let mut stack: Vec<(&Vec<String>, Vec<&Vec<String>>)> =
-            vec![(root, edges[root].iter().collect())];
+        let mut stack: Vec<(&Vec<String>, Vec<&Vec<String>>)> = vec![(root, edges[root].iter().collect())];
         mark.insert(root, Mark::Open);
         while let Some((node, next)) = stack.last_mut() {
             let node = *node;
@@ -279,7 +279,10 @@ fn no_two_files_import_each_other_in_a_cycle() {
     assert!(edges.len() > 50, "too few modules read: {}", edges.len());
     if let Some(cycle) = a_cycle(&edges) {
         let names: Vec<String> = cycle.iter().map(|m| m.join("::")).collect();
-        panic!("module import cycle: {} -> (back to the first)", names.join(" -> "));
+        panic!(
+            "module import cycle: {} -> (back to the first)",
+            names.join(" -> ")
+        );
     }
 }
 
@@ -287,9 +290,15 @@ fn no_two_files_import_each_other_in_a_cycle() {
 fn the_cycle_finder_finds_a_cycle_through_inline_paths() {
     let m = |s: &str| s.split("::").map(String::from).collect::<Vec<_>>();
     let here = m("analysis::results");
-    let named = named_paths("fn f() { super::verdicts::judge(); crate::run::{record::X, goose}; }", &here);
+    let named = named_paths(
+        "fn f() { super::verdicts::judge(); crate::run::{record::X, goose}; }",
+        &here,
+    );
     assert!(named.contains(&m("analysis::verdicts::judge")), "{named:?}");
-    assert!(named.contains(&m("run::record::X")) && named.contains(&m("run::goose")), "{named:?}");
+    assert!(
+        named.contains(&m("run::record::X")) && named.contains(&m("run::goose")),
+        "{named:?}"
+    );
     let edges: BTreeMap<Vec<String>, BTreeSet<Vec<String>>> = [
         (m("a"), BTreeSet::from([m("b")])),
         (m("b"), BTreeSet::from([m("c")])),

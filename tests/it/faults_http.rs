@@ -7,7 +7,7 @@
 //! | fault | what the requests report |
 //! |---|---|
 //! | `--stall-rate 1` (and `--timeout 2`) | `timeout` on the console; Goose: `... operation timed out` |
-//! | `--error-rate 0.2` / `0.005` | `Unexpected status 500`; success rate 80 % (critical) / 99.5 % |
+//! | `--error-rate 0.2` / `0.005` | `Unexpected status 500` (the high-load user's `Unexpected status: 500`); success rate 80 % (critical) / 99.5 % |
 //! | `--garbage-kind not-json` | `wrong content type: text/html` |
 //! | `--garbage-kind wrong-type` | `wrong content type: text/plain` |
 //! | `--garbage-kind truncated` | `truncated body: end of file before message length reached` |
@@ -146,14 +146,16 @@ fn a_fifth_of_requests_failing_500_is_an_80_percent_success_rate_and_critical() 
         count(&api["failures"]),
         "{errors:?}"
     );
+    // "Unexpected status: 500" is the high-load user's wording, as the Python suite's.
     let table = run.failed_by_reason();
-    assert_eq!(
-        table.keys().collect::<Vec<_>>(),
-        ["Unexpected status 500"],
+    assert!(
+        table
+            .keys()
+            .all(|k| k == "Unexpected status 500" || k == "Unexpected status: 500"),
         "{table:?}"
     );
     assert!(
-        table["Unexpected status 500"] >= count(&api["failures"]),
+        table.values().sum::<u64>() >= count(&api["failures"]),
         "{table:?}"
     );
     eprintln!(
@@ -172,9 +174,11 @@ fn a_few_requests_in_a_thousand_failing_500_is_no_critical_success_rate() {
     let v = verdict(&r, "API success rate");
     assert_eq!(v["status"], "target", "{v}");
     let table = run.failed_by_reason();
-    assert_eq!(
-        table.keys().collect::<Vec<_>>(),
-        ["Unexpected status 500"],
+    assert!(
+        !table.is_empty()
+            && table
+                .keys()
+                .all(|k| k == "Unexpected status 500" || k == "Unexpected status: 500"),
         "{table:?}"
     );
     eprintln!(

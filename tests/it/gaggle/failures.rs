@@ -88,8 +88,8 @@ fn mismatched_workers_are_refused_and_both_sides_say_why() {
     assert_eq!(code, Some(1), "{out}");
     assert!(out.contains("give --users to the --manager"), "{out}");
     // Given at its default value it is still given, and would still be ignored.
-    let (code, out) = Proc::start(&["--worker", "--profile", "quick"], dir.path(), &[])
-        .finish(Duration::from_secs(10));
+    let (code, out) =
+        Proc::start(&["--worker", "--profile", "quick"], dir.path(), &[]).finish(Duration::from_secs(10));
     assert_eq!(code, Some(1), "{out}");
     assert!(out.contains("give --profile to the --manager"), "{out}");
 

@@ -138,17 +138,18 @@ fn manager_and_two_workers_merge_exactly_and_merge_agrees() {
             *by_reason.entry(reason.clone()).or_default() += n.as_u64().unwrap();
         }
     }
-    assert_eq!(
-        by_reason.keys().collect::<Vec<_>>(),
-        ["Unexpected status 500"],
+    // The API and webhook users name a 500 "Unexpected status 500", the high-load user
+    // "Unexpected status: 500", as the Python suite's Locust users did.
+    assert!(
+        by_reason
+            .keys()
+            .all(|k| k == "Unexpected status 500" || k == "Unexpected status: 500"),
         "{by_reason:?}"
     );
     assert_eq!(m["failures_by_reason"], serde_json::to_value(&by_reason).unwrap());
     let failed: u64 = ws.iter().map(|w| w["api"]["failures"].as_u64().unwrap()).sum();
-    assert!(
-        failed > 0 && by_reason["Unexpected status 500"] >= failed,
-        "{by_reason:?} vs {failed}"
-    );
+    let counted: u64 = by_reason.values().sum();
+    assert!(failed > 0 && counted >= failed, "{by_reason:?} vs {failed}");
     let table = out.split("Failed requests by reason").nth(1).unwrap_or_default();
     assert!(table.contains("Unexpected status 500"), "{out}");
 
