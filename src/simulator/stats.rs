@@ -1,9 +1,10 @@
 //! What the simulator received and answered, as lock-free counters, rendered as the stats JSON.
 //!
-//! Every label is known at compile time (routes, validation reasons, protocol faults, garbage
-//! kinds), so each counter is a plain atomic in a fixed array: counting never takes a lock or
+//! Every label is known at compile time (routes, validation reasons, protocol faults and
+//! deviations, garbage kinds), so each counter is a plain atomic in a fixed array: counting never takes a lock or
 //! allocates.
 
+use super::conformance::{Deviation, Fault};
 use super::GarbageKind;
 use clap::ValueEnum;
 use serde_json::{json, Map, Value};
@@ -139,75 +140,6 @@ pub(crate) const CALL_STATUSES: [&str; 10] = [
     "canceled",
 ];
 
-/// Why a media stream was closed as broken (the close frame's reason and the stats key).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Fault {
-    BadUpgrade,
-    Malformed,
-    UnknownEvent,
-    Binary,
-    TooLarge,
-    NotUtf8,
-    UnexpectedConnected,
-    StartBeforeConnected,
-    DuplicateStart,
-    MediaBeforeStart,
-    MarkBeforeStart,
-    StopBeforeStart,
-    UnexpectedClear,
-    StreamSidMismatch,
-    BadMediaFormat,
-    BadPayload,
-    NoStart,
-    Idle,
-}
-
-impl Fault {
-    const ALL: [Fault; 18] = [
-        Fault::BadUpgrade,
-        Fault::Malformed,
-        Fault::UnknownEvent,
-        Fault::Binary,
-        Fault::TooLarge,
-        Fault::NotUtf8,
-        Fault::UnexpectedConnected,
-        Fault::StartBeforeConnected,
-        Fault::DuplicateStart,
-        Fault::MediaBeforeStart,
-        Fault::MarkBeforeStart,
-        Fault::StopBeforeStart,
-        Fault::UnexpectedClear,
-        Fault::StreamSidMismatch,
-        Fault::BadMediaFormat,
-        Fault::BadPayload,
-        Fault::NoStart,
-        Fault::Idle,
-    ];
-
-    pub(crate) fn reason(self) -> &'static str {
-        match self {
-            Fault::BadUpgrade => "not a WebSocket upgrade request",
-            Fault::Malformed => "malformed event",
-            Fault::UnknownEvent => "unknown event",
-            Fault::Binary => "binary frame",
-            Fault::TooLarge => "message too large",
-            Fault::NotUtf8 => "invalid UTF-8",
-            Fault::UnexpectedConnected => "connected sent twice or late",
-            Fault::StartBeforeConnected => "start before connected",
-            Fault::DuplicateStart => "start sent twice",
-            Fault::MediaBeforeStart => "media before start",
-            Fault::MarkBeforeStart => "mark before start",
-            Fault::StopBeforeStart => "stop before start",
-            Fault::UnexpectedClear => "clear is sent by the agent, not by Twilio",
-            Fault::StreamSidMismatch => "streamSid differs from the start event's",
-            Fault::BadMediaFormat => "mediaFormat must be audio/x-mulaw, 8000 Hz, mono",
-            Fault::BadPayload => "media payload is not base64",
-            Fault::NoStart => "no start event within 10 s",
-            Fault::Idle => "nothing received for 60 s",
-        }
-    }
-}
-
 /// The kinds a garbage answer is sent as (`--garbage-kind`; `mixed` takes each in turn), in
 /// stats order.
 pub(crate) const GARBAGE_KINDS: [GarbageKind; 4] = [
@@ -255,6 +187,7 @@ pub(crate) struct StreamCounters {
     pub clears_sent: AtomicU64,
     pub bad_sequence: AtomicU64,
     protocol_errors: Counters<{ Fault::ALL.len() }>,
+    protocol_deviations: Counters<{ Deviation::ALL.len() }>,
 }
 
 /// Injected faults (the stats' `faults`), each counted where it is decided: stalls and garbage
@@ -329,6 +262,7 @@ impl Stats {
                 clears_sent: z(),
                 bad_sequence: z(),
                 protocol_errors: Counters::new(),
+                protocol_deviations: Counters::new(),
             },
             faults: FaultCounters {
                 stalled: z(),
@@ -360,6 +294,10 @@ impl Stats {
 
     pub(crate) fn fault(&self, fault: Fault) {
         self.streams.protocol_errors.add(fault as usize);
+    }
+
+    pub(crate) fn deviation(&self, deviation: Deviation) {
+        self.streams.protocol_deviations.add(deviation as usize);
     }
 
     /// Counts an answer replaced by garbage of `kind` (the kind sent: `mixed` is none).
@@ -395,6 +333,11 @@ impl Stats {
             &Fault::ALL,
             |f| s.protocol_errors.get(*f as usize),
             |f| f.reason(),
+        );
+        let protocol_deviations = nonzero(
+            &Deviation::ALL,
+            |d| s.protocol_deviations.get(*d as usize),
+            |d| d.label(),
         );
         let f = &self.faults;
         // Keyed by their `--garbage-kind` names.
@@ -443,6 +386,7 @@ impl Stats {
                 "answers_cancelled": get(&s.answers_cancelled),
                 "clears_sent": get(&s.clears_sent),
                 "protocol_errors": protocol_errors,
+                "protocol_deviations": protocol_deviations,
                 "bad_sequence": get(&s.bad_sequence),
             },
             "faults": {
@@ -540,9 +484,6 @@ mod tests {
         for (i, v) in Invalid::ALL.iter().enumerate() {
             assert_eq!(*v as usize, i);
         }
-        for (i, f) in Fault::ALL.iter().enumerate() {
-            assert_eq!(*f as usize, i);
-        }
     }
 
     #[test]
@@ -553,6 +494,7 @@ mod tests {
         stats.status(201);
         stats.invalid(Invalid::SameNumber);
         stats.fault(Fault::Binary);
+        stats.deviation(Deviation::BareStop);
         stats.garbage(GarbageKind::Truncated);
         stats.faults.ai_muted.fetch_add(1, Relaxed);
         let j = stats.to_json(7);
@@ -561,6 +503,7 @@ mod tests {
         assert_eq!(j["status_codes"]["201"], 2);
         assert_eq!(j["validation_errors"]["caller_id and callee_id must differ"], 1);
         assert_eq!(j["streams"]["protocol_errors"]["binary frame"], 1);
+        assert_eq!(j["streams"]["protocol_deviations"], json!({"bare stop": 1}));
         assert_eq!(j["calls_stored"], 7);
         assert_eq!(j["webhooks"]["call_status"]["ringing"], 0);
         assert_eq!(
