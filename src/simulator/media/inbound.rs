@@ -18,6 +18,7 @@ pub(super) enum CallerEvent<'a> {
     Start {
         sequence_number: Option<u64>,
         stream_sid: String,
+        media_format: MediaFormat,
     },
     Media {
         sequence_number: Option<u64>,
@@ -58,13 +59,11 @@ pub(super) fn read(text: &str) -> Result<CallerEvent<'_>, Fault> {
             sequence_number,
             start,
             stream_sid,
-        } => {
-            check_format(&start.media_format)?;
-            CallerEvent::Start {
-                sequence_number: Some(sequence_number),
-                stream_sid,
-            }
-        }
+        } => CallerEvent::Start {
+            sequence_number: Some(sequence_number),
+            stream_sid,
+            media_format: start.media_format,
+        },
         Event::Media {
             sequence_number,
             media,
@@ -95,16 +94,11 @@ pub(super) fn read(text: &str) -> Result<CallerEvent<'_>, Fault> {
     })
 }
 
-/// The agent hears 8 kHz mono mu-law and nothing else.
-pub(super) fn check_format(format: &MediaFormat) -> Result<(), Fault> {
-    let ok = format.encoding.eq_ignore_ascii_case("audio/x-mulaw")
+/// Whether audio comes as the agent hears it: 8 kHz mono mu-law.
+pub(super) fn is_phone_audio(format: &MediaFormat) -> bool {
+    format.encoding.eq_ignore_ascii_case("audio/x-mulaw")
         && format.sample_rate == mulaw::SAMPLE_RATE
-        && format.channels == 1;
-    if ok {
-        Ok(())
-    } else {
-        Err(Fault::BadMediaFormat)
-    }
+        && format.channels == 1
 }
 
 /// The fields of an inbound `media` message, borrowed from the frame.
@@ -184,11 +178,15 @@ mod tests {
             read(&start(mulaw)),
             Ok(CallerEvent::Start {
                 sequence_number: Some(1),
-                stream_sid: "MZ1".into()
+                stream_sid: "MZ1".into(),
+                media_format: MediaFormat::default(),
             })
         );
         let pcm = r#"{"encoding":"audio/l16","sampleRate":8000,"channels":1}"#;
-        assert_eq!(read(&start(pcm)), Err(Fault::BadMediaFormat));
+        let Ok(CallerEvent::Start { media_format, .. }) = read(&start(pcm)) else {
+            panic!("a start event");
+        };
+        assert!(is_phone_audio(&MediaFormat::default()) && !is_phone_audio(&media_format));
         let stop = r#"{"event":"stop","sequenceNumber":"9","streamSid":"MZ1","stop":{"accountSid":"AC1","callSid":"CA1"}}"#;
         assert_eq!(
             read(stop),

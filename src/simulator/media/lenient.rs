@@ -4,7 +4,7 @@
 //! missing, an event with no `streamSid` (taken as the call's). What the agent cannot do without
 //! (a media payload, a mark's name, an event name) still makes the frame malformed.
 
-use super::inbound::{check_format, sequence_number, CallerEvent};
+use super::inbound::{sequence_number, CallerEvent};
 use crate::protocol::twilio::{sid, Mark, MediaFormat};
 use crate::simulator::conformance::{Deviation, Fault};
 use serde::Deserialize;
@@ -68,11 +68,11 @@ pub(super) fn read(text: &str) -> Result<(CallerEvent<'static>, Deviation), Faul
             stream_sid,
             start,
         } => {
-            check_format(&start.media_format.unwrap_or_default())?;
             let stream_sid = stream_sid.or(start.stream_sid).unwrap_or_else(|| sid("MZ"));
             let start = CallerEvent::Start {
                 sequence_number,
                 stream_sid,
+                media_format: start.media_format.unwrap_or_default(),
             };
             (start, Deviation::IncompleteStart)
         }
@@ -155,7 +155,17 @@ mod tests {
         ));
         // A start's streamSid is the event's, else its start object's, else a new one.
         let start = |json: &str| match read(json) {
-            Ok((CallerEvent::Start { stream_sid, .. }, Deviation::IncompleteStart)) => stream_sid,
+            Ok((
+                CallerEvent::Start {
+                    stream_sid,
+                    media_format,
+                    ..
+                },
+                Deviation::IncompleteStart,
+            )) => {
+                assert_eq!(media_format, MediaFormat::default(), "Twilio's, when not given");
+                stream_sid
+            }
             other => panic!("{other:?}"),
         };
         assert_eq!(start(r#"{"event":"start","streamSid":"MZ1"}"#), "MZ1");
@@ -175,7 +185,11 @@ mod tests {
         ] {
             assert_eq!(read(frame), Err(Fault::Malformed), "{frame}");
         }
+        // A format given is kept, for the session to refuse.
         let pcm = r#"{"event":"start","start":{"mediaFormat":{"encoding":"audio/l16","sampleRate":16000,"channels":1}}}"#;
-        assert_eq!(read(pcm), Err(Fault::BadMediaFormat));
+        let Ok((CallerEvent::Start { media_format, .. }, _)) = read(pcm) else {
+            panic!("a start event");
+        };
+        assert_eq!(media_format.sample_rate, 16000);
     }
 }

@@ -224,12 +224,16 @@ impl StreamSession {
             CallerEvent::Start {
                 sequence_number,
                 stream_sid,
+                media_format,
             } => {
                 match self.phase {
                     Phase::AwaitConnected if strict => return Some(End::Broken(Fault::StartBeforeConnected)),
                     Phase::AwaitConnected => self.sim.stats.deviation(Deviation::StartWithoutConnected),
                     Phase::Streaming => return Some(End::Broken(Fault::DuplicateStart)),
                     Phase::AwaitStart => {}
+                }
+                if !inbound::is_phone_audio(&media_format) {
+                    return Some(End::Broken(Fault::BadMediaFormat));
                 }
                 self.check_sequence(sequence_number);
                 self.media_prefix = format!(
