@@ -184,6 +184,9 @@ pub(crate) struct StreamCounters {
     pub answer_frames: AtomicU64,
     /// Answers not sent because the caller spoke again while the pipeline ran.
     pub answers_cancelled: AtomicU64,
+    /// Utterances left unanswered because the agent was still answering the one before (sound
+    /// that went on through the answer, cut at `--max-utterance-ms`).
+    pub answers_skipped: AtomicU64,
     pub clears_sent: AtomicU64,
     pub bad_sequence: AtomicU64,
     protocol_errors: Counters<{ Fault::ALL.len() }>,
@@ -259,6 +262,7 @@ impl Stats {
                 answers: z(),
                 answer_frames: z(),
                 answers_cancelled: z(),
+                answers_skipped: z(),
                 clears_sent: z(),
                 bad_sequence: z(),
                 protocol_errors: Counters::new(),
@@ -384,6 +388,7 @@ impl Stats {
                 "answers": get(&s.answers),
                 "answer_frames": get(&s.answer_frames),
                 "answers_cancelled": get(&s.answers_cancelled),
+                "answers_skipped": get(&s.answers_skipped),
                 "clears_sent": get(&s.clears_sent),
                 "protocol_errors": protocol_errors,
                 "protocol_deviations": protocol_deviations,

@@ -353,6 +353,14 @@ impl StreamSession {
             }
             VadEvent::End { audio_ms, speech_end } => {
                 streams.utterances.fetch_add(1, Relaxed);
+                let playing = self.playing.as_ref().is_some_and(|p| now < p.until);
+                if self.pending.is_some() || playing {
+                    // Only sound going on through an answer without a pause gets here (speech
+                    // starting anew is a barge-in, which stops the answer): the agent finishes
+                    // its answer rather than talk over it or drop it for the next.
+                    streams.answers_skipped.fetch_add(1, Relaxed);
+                    return None;
+                }
                 if voice::mutes(self.sim.opts.ai_mute_rate) {
                     // Heard, and never answered.
                     self.sim.stats.faults.ai_muted.fetch_add(1, Relaxed);

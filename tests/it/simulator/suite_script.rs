@@ -201,6 +201,30 @@ async fn noise_is_answered_after_the_longest_utterance() {
     .await;
 }
 
+/// Noise going on through an answer is cut into utterances as ever, and none is answered until
+/// the answer has played: the agent does not talk over itself, and the script's backlog stays small.
+#[tokio::test]
+async fn noise_through_an_answer_is_not_answered_again_until_it_has_played() {
+    bounded(10, async {
+        let sim = sim_with(|o| o.max_utterance_ms = 1_000).await;
+        let mut stream = ScriptedStream::start(sim.addr()).await;
+        stream.stream_noise(Duration::from_millis(3_500)).await;
+        stream.stop().await;
+        let wait = stream.first_answer.expect("an answer") - stream.first_frame.unwrap();
+        assert!(wait >= Duration::from_millis(1_000), "{wait:?}");
+        // Cut at 1, 2 and 3 s; the answer to the first (about 2 s of audio, out by 1.7 s) still
+        // plays at the other two.
+        let s = &sim.stats()["streams"];
+        assert_eq!(s["utterances"], 3, "{s}");
+        assert_eq!(s["answers"], 1);
+        assert_eq!(s["answers_skipped"], 2);
+        assert_eq!(s["answers_cancelled"], 0);
+        assert_eq!(stream.received.iter().filter(|e| *e == "mark").count(), 1);
+        sim.shutdown().await;
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn strict_protocol_closes_the_scripts_stream_as_before() {
     bounded(10, async {
