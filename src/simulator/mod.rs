@@ -10,9 +10,11 @@
 //! Layout: [`options`] (`serve`'s options), [`front`] (routing, counting, where faults apply),
 //! [`http_faults`] (the REST and webhook faults), [`api`] (REST), [`webhooks`], [`media`] (the
 //! WebSocket endpoint), [`voice`] (VAD, pipeline, answer audio), [`store`] (calls), [`leak`]
-//! (the deliberate leak), [`stats`] (counters).
+//! (the deliberate leak), [`conformance`] (how callers depart from the protocol), [`stats`]
+//! (counters).
 
 mod api;
+mod conformance;
 mod front;
 mod http_faults;
 mod leak;
@@ -23,7 +25,7 @@ mod store;
 mod voice;
 mod webhooks;
 
-pub use options::{GarbageKind, ServeOptions, DEFAULT_MAX_CALLS};
+pub use options::{GarbageKind, ServeOptions, DEFAULT_MAX_CALLS, DEFAULT_MAX_UTTERANCE_MS};
 
 use anyhow::Context;
 use axum::serve::ListenerExt;

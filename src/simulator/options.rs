@@ -5,6 +5,12 @@ use std::net::{IpAddr, Ipv4Addr};
 
 /// Calls kept in memory by default; older ones are evicted (404 afterwards).
 pub const DEFAULT_MAX_CALLS: usize = 100_000;
+/// Uninterrupted sound that ends an utterance by default: above the longest unbroken sound in
+/// the shipped utterances (about 1.2 s) and the tests' 2 s tones, so speech still ends at its
+/// pause, and short enough that a caller streaming noise hears an answer within about 4 s.
+pub const DEFAULT_MAX_UTTERANCE_MS: u64 = 2_500;
+/// The shortest `--max-utterance-ms` other than 0: speech needs some voiced audio to count.
+const MIN_MAX_UTTERANCE_MS: u64 = 200;
 
 /// `serve`'s options (names are a contract: tests, benchmarks and users' scripts use them).
 #[derive(clap::Args, Debug, Clone)]
@@ -60,6 +66,12 @@ pub struct ServeOptions {
     /// Calls kept in memory; the oldest are evicted beyond it
     #[arg(long, default_value_t = DEFAULT_MAX_CALLS, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     pub max_calls: usize,
+    /// Close media streams that depart from the protocol (a start without connected, a bare stop, ...) with 1002, instead of counting the deviation and going on
+    #[arg(long)]
+    pub strict_protocol: bool,
+    /// Uninterrupted sound (no silent 20 ms chunk) that ends an utterance at this length, so a caller streaming noise gets answers (0 = no limit)
+    #[arg(long, default_value_t = DEFAULT_MAX_UTTERANCE_MS, value_parser = max_utterance_ms)]
+    pub max_utterance_ms: u64,
 }
 
 /// The kinds of broken answer `--garbage-rate` sends.
@@ -98,6 +110,8 @@ impl Default for ServeOptions {
             ai_mute_rate: 0.0,
             leak_kb_per_call: 0,
             max_calls: DEFAULT_MAX_CALLS,
+            strict_protocol: false,
+            max_utterance_ms: DEFAULT_MAX_UTTERANCE_MS,
         }
     }
 }
@@ -129,6 +143,8 @@ impl ServeOptions {
             positive(&rate.to_string()).map_err(|e| anyhow::anyhow!("--rate-limit: {e}"))?;
         }
         anyhow::ensure!(self.max_calls >= 1, "--max-calls: must be at least 1");
+        max_utterance_ms(&self.max_utterance_ms.to_string())
+            .map_err(|e| anyhow::anyhow!("--max-utterance-ms: {e}"))?;
         Ok(())
     }
 }
@@ -138,6 +154,16 @@ fn share(s: &str) -> Result<f64, String> {
     match s.parse::<f64>() {
         Ok(v) if (0.0..=1.0).contains(&v) => Ok(v),
         _ => Err(format!("'{s}' is not a share from 0 to 1 (e.g. 0.05)")),
+    }
+}
+
+/// 0 (no limit) or a length a voice detector can reach.
+fn max_utterance_ms(s: &str) -> Result<u64, String> {
+    match s.parse::<u64>() {
+        Ok(v) if v == 0 || v >= MIN_MAX_UTTERANCE_MS => Ok(v),
+        _ => Err(format!(
+            "'{s}' is not 0 (no limit) or a length of at least {MIN_MAX_UTTERANCE_MS} ms"
+        )),
     }
 }
 
@@ -168,6 +194,8 @@ mod tests {
         assert_eq!(cli.serve.max_calls, d.max_calls);
         assert_eq!(cli.serve.ai_slowdown, d.ai_slowdown);
         assert_eq!(cli.serve.rate_limit, None);
+        assert_eq!(cli.serve.strict_protocol, d.strict_protocol);
+        assert_eq!(cli.serve.max_utterance_ms, d.max_utterance_ms);
     }
 
     #[test]
@@ -180,6 +208,10 @@ mod tests {
         assert!(err(&["serve", "--ai-slowdown", "0"]).is_some());
         assert!(err(&["serve", "--rate-limit", "abc"]).is_some());
         assert!(err(&["serve", "--max-calls", "0"]).is_some());
+        assert!(err(&["serve", "--max-utterance-ms", "50"])
+            .unwrap()
+            .contains("--max-utterance-ms"));
+        assert!(err(&["serve", "--max-utterance-ms", "0", "--strict-protocol"]).is_none());
         assert!(err(&["serve", "--error-rate", "0.2", "--rate-limit", "50"]).is_none());
         let opts = ServeOptions {
             ai_slowdown: f64::NAN,

@@ -1,9 +1,10 @@
 //! What the simulator received and answered, as lock-free counters, rendered as the stats JSON.
 //!
-//! Every label is known at compile time (routes, validation reasons, protocol faults, garbage
-//! kinds), so each counter is a plain atomic in a fixed array: counting never takes a lock or
+//! Every label is known at compile time (routes, validation reasons, protocol faults and
+//! deviations, garbage kinds), so each counter is a plain atomic in a fixed array: counting never takes a lock or
 //! allocates.
 
+use super::conformance::{Deviation, Fault};
 use super::GarbageKind;
 use clap::ValueEnum;
 use serde_json::{json, Map, Value};
@@ -139,75 +140,6 @@ pub(crate) const CALL_STATUSES: [&str; 10] = [
     "canceled",
 ];
 
-/// Why a media stream was closed as broken (the close frame's reason and the stats key).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Fault {
-    BadUpgrade,
-    Malformed,
-    UnknownEvent,
-    Binary,
-    TooLarge,
-    NotUtf8,
-    UnexpectedConnected,
-    StartBeforeConnected,
-    DuplicateStart,
-    MediaBeforeStart,
-    MarkBeforeStart,
-    StopBeforeStart,
-    UnexpectedClear,
-    StreamSidMismatch,
-    BadMediaFormat,
-    BadPayload,
-    NoStart,
-    Idle,
-}
-
-impl Fault {
-    const ALL: [Fault; 18] = [
-        Fault::BadUpgrade,
-        Fault::Malformed,
-        Fault::UnknownEvent,
-        Fault::Binary,
-        Fault::TooLarge,
-        Fault::NotUtf8,
-        Fault::UnexpectedConnected,
-        Fault::StartBeforeConnected,
-        Fault::DuplicateStart,
-        Fault::MediaBeforeStart,
-        Fault::MarkBeforeStart,
-        Fault::StopBeforeStart,
-        Fault::UnexpectedClear,
-        Fault::StreamSidMismatch,
-        Fault::BadMediaFormat,
-        Fault::BadPayload,
-        Fault::NoStart,
-        Fault::Idle,
-    ];
-
-    pub(crate) fn reason(self) -> &'static str {
-        match self {
-            Fault::BadUpgrade => "not a WebSocket upgrade request",
-            Fault::Malformed => "malformed event",
-            Fault::UnknownEvent => "unknown event",
-            Fault::Binary => "binary frame",
-            Fault::TooLarge => "message too large",
-            Fault::NotUtf8 => "invalid UTF-8",
-            Fault::UnexpectedConnected => "connected sent twice or late",
-            Fault::StartBeforeConnected => "start before connected",
-            Fault::DuplicateStart => "start sent twice",
-            Fault::MediaBeforeStart => "media before start",
-            Fault::MarkBeforeStart => "mark before start",
-            Fault::StopBeforeStart => "stop before start",
-            Fault::UnexpectedClear => "clear is sent by the agent, not by Twilio",
-            Fault::StreamSidMismatch => "streamSid differs from the start event's",
-            Fault::BadMediaFormat => "mediaFormat must be audio/x-mulaw, 8000 Hz, mono",
-            Fault::BadPayload => "media payload is not base64",
-            Fault::NoStart => "no start event within 10 s",
-            Fault::Idle => "nothing received for 60 s",
-        }
-    }
-}
-
 /// The kinds a garbage answer is sent as (`--garbage-kind`; `mixed` takes each in turn), in
 /// stats order.
 pub(crate) const GARBAGE_KINDS: [GarbageKind; 4] = [
@@ -252,9 +184,13 @@ pub(crate) struct StreamCounters {
     pub answer_frames: AtomicU64,
     /// Answers not sent because the caller spoke again while the pipeline ran.
     pub answers_cancelled: AtomicU64,
+    /// Utterances left unanswered because the agent was still answering the one before (sound
+    /// that went on through the answer, cut at `--max-utterance-ms`).
+    pub answers_skipped: AtomicU64,
     pub clears_sent: AtomicU64,
     pub bad_sequence: AtomicU64,
     protocol_errors: Counters<{ Fault::ALL.len() }>,
+    protocol_deviations: Counters<{ Deviation::ALL.len() }>,
 }
 
 /// Injected faults (the stats' `faults`), each counted where it is decided: stalls and garbage
@@ -326,9 +262,11 @@ impl Stats {
                 answers: z(),
                 answer_frames: z(),
                 answers_cancelled: z(),
+                answers_skipped: z(),
                 clears_sent: z(),
                 bad_sequence: z(),
                 protocol_errors: Counters::new(),
+                protocol_deviations: Counters::new(),
             },
             faults: FaultCounters {
                 stalled: z(),
@@ -360,6 +298,10 @@ impl Stats {
 
     pub(crate) fn fault(&self, fault: Fault) {
         self.streams.protocol_errors.add(fault as usize);
+    }
+
+    pub(crate) fn deviation(&self, deviation: Deviation) {
+        self.streams.protocol_deviations.add(deviation as usize);
     }
 
     /// Counts an answer replaced by garbage of `kind` (the kind sent: `mixed` is none).
@@ -395,6 +337,11 @@ impl Stats {
             &Fault::ALL,
             |f| s.protocol_errors.get(*f as usize),
             |f| f.reason(),
+        );
+        let protocol_deviations = nonzero(
+            &Deviation::ALL,
+            |d| s.protocol_deviations.get(*d as usize),
+            |d| d.label(),
         );
         let f = &self.faults;
         // Keyed by their `--garbage-kind` names.
@@ -441,8 +388,10 @@ impl Stats {
                 "answers": get(&s.answers),
                 "answer_frames": get(&s.answer_frames),
                 "answers_cancelled": get(&s.answers_cancelled),
+                "answers_skipped": get(&s.answers_skipped),
                 "clears_sent": get(&s.clears_sent),
                 "protocol_errors": protocol_errors,
+                "protocol_deviations": protocol_deviations,
                 "bad_sequence": get(&s.bad_sequence),
             },
             "faults": {
@@ -540,9 +489,6 @@ mod tests {
         for (i, v) in Invalid::ALL.iter().enumerate() {
             assert_eq!(*v as usize, i);
         }
-        for (i, f) in Fault::ALL.iter().enumerate() {
-            assert_eq!(*f as usize, i);
-        }
     }
 
     #[test]
@@ -553,6 +499,7 @@ mod tests {
         stats.status(201);
         stats.invalid(Invalid::SameNumber);
         stats.fault(Fault::Binary);
+        stats.deviation(Deviation::BareStop);
         stats.garbage(GarbageKind::Truncated);
         stats.faults.ai_muted.fetch_add(1, Relaxed);
         let j = stats.to_json(7);
@@ -561,6 +508,7 @@ mod tests {
         assert_eq!(j["status_codes"]["201"], 2);
         assert_eq!(j["validation_errors"]["caller_id and callee_id must differ"], 1);
         assert_eq!(j["streams"]["protocol_errors"]["binary frame"], 1);
+        assert_eq!(j["streams"]["protocol_deviations"], json!({"bare stop": 1}));
         assert_eq!(j["calls_stored"], 7);
         assert_eq!(j["webhooks"]["call_status"]["ringing"], 0);
         assert_eq!(

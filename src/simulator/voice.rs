@@ -5,7 +5,11 @@
 //! well above a phone line's noise floor and far below speech). Speech starts at the first
 //! voiced chunk and counts as speech (an onset, which can barge in) from [`ONSET_MS`] of voiced
 //! audio on; it ends when [`HANGOVER_MS`] of silence follows the last voiced chunk, measured
-//! on the audio itself or, if the caller stops sending, on the wall clock.
+//! on the audio itself or, if the caller stops sending, on the wall clock. Sound that never
+//! pauses (a caller streaming noise) would never end that way, so, as agents cap an utterance's
+//! length, an unbroken run of voiced chunks ends the utterance once it reaches
+//! `--max-utterance-ms`. Sound going on past that cut is the same caller still talking: the next
+//! utterance, with no new onset (no barge-in).
 
 use super::chance;
 use crate::ai_model;
@@ -65,6 +69,12 @@ pub(crate) struct Vad {
     /// Samples received so far.
     pos: u64,
     speech: Option<Speech>,
+    /// Samples of voiced audio since the last unvoiced chunk, and the run that ends an utterance
+    /// (0: no limit).
+    run: u64,
+    max_run: u64,
+    /// The run was cut at `max_run` and has not paused since.
+    cut: bool,
 }
 
 #[derive(Debug)]
@@ -76,6 +86,14 @@ struct Speech {
 }
 
 impl Vad {
+    /// A detector that ends an utterance after `max_utterance_ms` of unbroken sound (0: never).
+    pub(crate) fn new(max_utterance_ms: u64) -> Vad {
+        Vad {
+            max_run: max_utterance_ms * SAMPLES_PER_MS,
+            ..Vad::default()
+        }
+    }
+
     /// Feeds one chunk of audio (`samples` long) received at `now`.
     pub(crate) fn push(&mut self, samples: u64, voiced: bool, now: Instant) -> Option<VadEvent> {
         let start = self.pos;
@@ -92,8 +110,16 @@ impl Vad {
             speech.last_voiced_end = self.pos;
             speech.last_voiced_at = now;
             let onset = speech.voiced_samples >= ONSET_MS * SAMPLES_PER_MS;
-            return (onset && !was_onset).then_some(VadEvent::Onset);
+            self.run += samples;
+            if self.max_run > 0 && self.run >= self.max_run {
+                self.run = 0;
+                self.cut = true;
+                return self.finish();
+            }
+            return (onset && !was_onset && !self.cut).then_some(VadEvent::Onset);
         }
+        self.run = 0;
+        self.cut = false;
         let silent_for = self.pos - self.speech.as_ref()?.last_voiced_end;
         if silent_for >= HANGOVER_MS * SAMPLES_PER_MS {
             return self.finish();
@@ -110,6 +136,9 @@ impl Vad {
     /// without sending silence).
     pub(crate) fn poll_timeout(&mut self, now: Instant) -> Option<VadEvent> {
         if self.deadline()? <= now {
+            // A pause: whatever comes next starts afresh.
+            self.run = 0;
+            self.cut = false;
             return self.finish();
         }
         None
@@ -234,6 +263,42 @@ mod tests {
         let (mut vad, t0, mut at) = (Vad::default(), Instant::now(), 0);
         assert!(feed(&mut vad, 2, true, t0, &mut at).is_empty());
         assert!(feed(&mut vad, 40, false, t0, &mut at).is_empty());
+    }
+
+    #[test]
+    fn unbroken_sound_is_cut_into_utterances_without_new_onsets() {
+        let (mut vad, t0, mut at) = (Vad::new(1000), Instant::now(), 0);
+        // 1 s of sound: one onset, and the utterance ends on its 50th chunk.
+        assert_eq!(feed(&mut vad, 49, true, t0, &mut at), vec![VadEvent::Onset]);
+        let cut = feed(&mut vad, 1, true, t0, &mut at);
+        assert_eq!(
+            cut,
+            vec![VadEvent::End {
+                audio_ms: 1000,
+                speech_end: t0 + Duration::from_millis(at)
+            }]
+        );
+        // The sound goes on: the next utterance, with no onset (the caller never stopped).
+        let more = feed(&mut vad, 50, true, t0, &mut at);
+        assert!(
+            matches!(more.as_slice(), [VadEvent::End { audio_ms: 1000, .. }]),
+            "{more:?}"
+        );
+        // After a pause, sound is a new onset; speech with pauses is never cut.
+        assert_eq!(feed(&mut vad, 1, false, t0, &mut at), vec![]);
+        assert_eq!(feed(&mut vad, 40, true, t0, &mut at), vec![VadEvent::Onset]);
+        for _ in 0..3 {
+            assert!(feed(&mut vad, 1, false, t0, &mut at).is_empty());
+            assert!(feed(&mut vad, 40, true, t0, &mut at).is_empty());
+        }
+        let end = feed(&mut vad, 25, false, t0, &mut at);
+        assert!(
+            matches!(end.as_slice(), [VadEvent::End { audio_ms: 3260, .. }]),
+            "{end:?}"
+        );
+        // No limit: sound goes on as one utterance.
+        let (mut endless, mut at) = (Vad::new(0), 0);
+        assert_eq!(feed(&mut endless, 500, true, t0, &mut at), vec![VadEvent::Onset]);
     }
 
     #[test]

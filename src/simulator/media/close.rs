@@ -1,7 +1,8 @@
 //! How a media stream ends: with a close frame saying why (and the caller's close awaited), a
 //! bare close, or a reset with no close frame at all (`--drop-rate`).
 
-use crate::simulator::stats::{Fault, Stats};
+use crate::simulator::conformance::Fault;
+use crate::simulator::stats::Stats;
 use futures_util::StreamExt;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;

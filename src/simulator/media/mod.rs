@@ -9,6 +9,13 @@
 //! the caller for its length; caller speech before that and before the mark comes back is a
 //! barge-in, answered with `clear`. How the stream ends is [`close`]'s.
 //!
+//! Callers are taken as test clients and real Twilio send, not only as the protocol has it: a
+//! `start` with no `connected` before it, and events missing fields the agent can do without
+//! ([`lenient`]: a bare `stop`, a `media` with no `streamSid`), go on and are counted as
+//! deviations. `--strict-protocol` closes the stream for them instead (1002, with the reason).
+//! Sound that never pauses (noise) is cut into utterances of `--max-utterance-ms` and answered,
+//! one at a time: what goes on through an answer is not answered until that answer has played.
+//!
 //! Silent calls are the common case, so a `media` frame costs a borrowed JSON parse
 //! ([`inbound`]), a base64 decode into a reused buffer and a table-driven RMS: no allocation,
 //! no timer, no lock shared with other streams.
@@ -30,6 +37,7 @@ mod bad_messages;
 mod close;
 mod gate;
 mod inbound;
+mod lenient;
 mod session;
 mod upgrade;
 

@@ -1,15 +1,17 @@
 //! One media stream's session: the Media Streams event order (`connected`, `start`,
-//! `media`/`mark`..., `stop`) checked message by message, the caller's speech heard through the
-//! VAD, the answers sent and played, and the per-stream faults (drops, bad messages, muted
-//! answers) carried out at their time.
+//! `media`/`mark`..., `stop`) checked message by message (a `start` with no `connected` before
+//! it, and frames only the [`lenient`] read accepts, counted as deviations unless
+//! `--strict-protocol`), the caller's speech heard through the VAD, the answers sent and played,
+//! and the per-stream faults (drops, bad messages, muted answers) carried out at their time.
 
 use super::bad_messages::{self, BadMessage, BadMessageQueue};
 use super::close::Abortable;
 use super::close::{close, End};
-use super::inbound::Incoming;
+use super::inbound::{self, CallerEvent};
+use super::lenient;
 use crate::protocol::twilio::Mark;
-use crate::protocol::{mulaw, Event, ProtocolError};
-use crate::simulator::stats::Fault;
+use crate::protocol::{mulaw, Event};
+use crate::simulator::conformance::{Deviation, Fault};
 use crate::simulator::voice::{self, Answer, Vad, VadEvent};
 use crate::simulator::{chance, Sim};
 use base64::Engine;
@@ -79,7 +81,7 @@ impl StreamSession {
             stream_sid: String::new(),
             media_prefix: String::new(),
             last_seq: None,
-            vad: Vad::default(),
+            vad: Vad::new(sim.opts.max_utterance_ms),
             audio: Vec::with_capacity(mulaw::FRAME_BYTES),
             pending: None,
             playing: None,
@@ -199,51 +201,41 @@ impl StreamSession {
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {
-        // The hot path: a media frame, parsed without allocating.
-        if let Ok(Incoming {
-            event,
-            sequence_number,
-            stream_sid,
-            media,
-        }) = serde_json::from_str::<Incoming>(text)
-        {
-            if event == "media" {
-                return self
-                    .on_media(sequence_number, &stream_sid, &media.payload, ws)
-                    .await;
-            }
-        }
-        let event = match Event::parse(text) {
+        let strict = self.sim.opts.strict_protocol;
+        let event = match inbound::read(text) {
             Ok(event) => event,
-            Err(ProtocolError::UnknownEvent(_)) => return Some(End::Broken(Fault::UnknownEvent)),
-            Err(_) => return Some(End::Broken(Fault::Malformed)),
+            Err(Fault::Malformed) if !strict => match lenient::read(text) {
+                Ok((event, deviation)) => {
+                    self.sim.stats.deviation(deviation);
+                    event
+                }
+                Err(fault) => return Some(End::Broken(fault)),
+            },
+            Err(fault) => return Some(End::Broken(fault)),
         };
         match event {
-            Event::Connected { .. } => {
+            CallerEvent::Connected => {
                 if self.phase != Phase::AwaitConnected {
                     return Some(End::Broken(Fault::UnexpectedConnected));
                 }
                 self.phase = Phase::AwaitStart;
                 None
             }
-            Event::Start {
+            CallerEvent::Start {
                 sequence_number,
-                start,
                 stream_sid,
+                media_format,
             } => {
                 match self.phase {
-                    Phase::AwaitConnected => return Some(End::Broken(Fault::StartBeforeConnected)),
+                    Phase::AwaitConnected if strict => return Some(End::Broken(Fault::StartBeforeConnected)),
+                    Phase::AwaitConnected => self.sim.stats.deviation(Deviation::StartWithoutConnected),
                     Phase::Streaming => return Some(End::Broken(Fault::DuplicateStart)),
                     Phase::AwaitStart => {}
                 }
-                let format = &start.media_format;
-                if !format.encoding.eq_ignore_ascii_case("audio/x-mulaw")
-                    || format.sample_rate != mulaw::SAMPLE_RATE
-                    || format.channels != 1
-                {
+                if !inbound::is_phone_audio(&media_format) {
                     return Some(End::Broken(Fault::BadMediaFormat));
                 }
-                self.check_sequence(Some(sequence_number));
+                self.check_sequence(sequence_number);
                 self.media_prefix = format!(
                     r#"{{"event":"media","streamSid":{},"media":{{"payload":""#,
                     serde_json::Value::from(stream_sid.as_str())
@@ -253,46 +245,46 @@ impl StreamSession {
                 self.bad.start(Instant::now());
                 None
             }
-            Event::Media {
+            CallerEvent::Media {
                 sequence_number,
-                media,
                 stream_sid,
+                payload,
             } => {
-                self.on_media(sequence_number, &stream_sid, &media.payload, ws)
+                self.on_media(sequence_number, stream_sid.as_deref(), &payload, ws)
                     .await
             }
-            Event::Mark {
+            CallerEvent::Mark {
                 sequence_number,
-                mark,
                 stream_sid,
+                name,
             } => {
-                if let Err(fault) = self.check_streaming(&stream_sid, Fault::MarkBeforeStart) {
+                if let Err(fault) = self.check_streaming(stream_sid.as_deref(), Fault::MarkBeforeStart) {
                     return Some(End::Broken(fault));
                 }
                 self.check_sequence(sequence_number);
-                self.on_mark(&mark.name);
+                self.on_mark(&name);
                 None
             }
-            Event::Stop {
+            CallerEvent::Stop {
                 sequence_number,
                 stream_sid,
-                ..
             } => {
-                if let Err(fault) = self.check_streaming(&stream_sid, Fault::StopBeforeStart) {
+                if let Err(fault) = self.check_streaming(stream_sid.as_deref(), Fault::StopBeforeStart) {
                     return Some(End::Broken(fault));
                 }
-                self.check_sequence(Some(sequence_number));
+                self.check_sequence(sequence_number);
                 Some(End::Stopped)
             }
-            Event::Clear { .. } => Some(End::Broken(Fault::UnexpectedClear)),
+            CallerEvent::Clear => Some(End::Broken(Fault::UnexpectedClear)),
         }
     }
 
-    /// Whether an event may come now, on this call's stream.
-    fn check_streaming(&self, stream_sid: &str, before_start: Fault) -> Result<(), Fault> {
+    /// Whether an event may come now, on this call's stream (one without a `streamSid`, let
+    /// pass by the lenient read, is taken as on it).
+    fn check_streaming(&self, stream_sid: Option<&str>, before_start: Fault) -> Result<(), Fault> {
         if self.phase != Phase::Streaming {
             Err(before_start)
-        } else if stream_sid != self.stream_sid {
+        } else if stream_sid.is_some_and(|sid| sid != self.stream_sid) {
             Err(Fault::StreamSidMismatch)
         } else {
             Ok(())
@@ -310,7 +302,7 @@ impl StreamSession {
     async fn on_media<S>(
         &mut self,
         seq: Option<u64>,
-        stream_sid: &str,
+        stream_sid: Option<&str>,
         payload: &str,
         ws: &mut WebSocketStream<S>,
     ) -> Option<End>
@@ -361,6 +353,14 @@ impl StreamSession {
             }
             VadEvent::End { audio_ms, speech_end } => {
                 streams.utterances.fetch_add(1, Relaxed);
+                let playing = self.playing.as_ref().is_some_and(|p| now < p.until);
+                if self.pending.is_some() || playing {
+                    // Only sound going on through an answer without a pause gets here (speech
+                    // starting anew is a barge-in, which stops the answer): the agent finishes
+                    // its answer rather than talk over it or drop it for the next.
+                    streams.answers_skipped.fetch_add(1, Relaxed);
+                    return None;
+                }
                 if voice::mutes(self.sim.opts.ai_mute_rate) {
                     // Heard, and never answered.
                     self.sim.stats.faults.ai_muted.fetch_add(1, Relaxed);

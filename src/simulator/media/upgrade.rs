@@ -5,7 +5,7 @@
 use super::gate::StreamPermit;
 use super::session::StreamSession;
 use crate::simulator::api::detail;
-use crate::simulator::stats::Fault;
+use crate::simulator::conformance::Fault;
 use crate::simulator::Sim;
 use axum::extract::{Path, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};

@@ -1,14 +1,15 @@
 //! The built-in Phone Agent simulator, driven over real HTTP and WebSocket traffic on loopback:
 //! REST status codes and validation, list filters, webhooks, fault injection, stats, the `serve`
-//! command, and Media Streams calls (answers, marks, barge-in, slowdown, caps, drops, protocol
-//! errors). What the modules share is here: a time bound, a simulator started in this process, and
-//! an HTTP client aimed at it.
+//! command, Media Streams calls (answers, marks, barge-in, slowdown, caps, drops, protocol
+//! errors), and the original suite's WebSocket script as a client. What the modules share is
+//! here: a time bound, a simulator started in this process, and an HTTP client aimed at it.
 
 mod api;
 mod caller;
 mod faults;
 mod media;
 mod serve;
+mod suite_script;
 mod webhooks;
 
 use phone_agent_load::simulator::{self, RunningSimulator, ServeOptions};
