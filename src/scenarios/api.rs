@@ -36,6 +36,7 @@
 //! reason ([`crate::measure::failures`]).
 
 use super::data::{self, weighted_choice, CALLS_PATH};
+use super::rules::{Rule, PASS_CREATED, PASS_KNOWN_OR_NOT, PASS_OK, PASS_RAPID};
 use super::{transaction, Shared};
 use crate::measure::failures::{transport_reason, FailureTally};
 use goose::goose::GooseResponse;
@@ -108,32 +109,6 @@ pub(super) enum Expect {
     /// Anything (the webhooks' TwiML).
     Anything,
 }
-
-/// A task's success rule, as its Locust user wrote it: the statuses that pass, and how a status
-/// that does not is named.
-#[derive(Debug, Clone, Copy)]
-pub(super) struct Rule {
-    pub passes: &'static [u16],
-    pub names_failure: fn(u16) -> Cow<'static, str>,
-}
-
-const PASS_OK: Rule = Rule {
-    passes: &[200],
-    names_failure: failure_reason,
-};
-const PASS_CREATED: Rule = Rule {
-    passes: &[201],
-    names_failure: failure_reason,
-};
-const PASS_KNOWN_OR_NOT: Rule = Rule {
-    passes: &[200, 404],
-    names_failure: failure_reason,
-};
-/// The high-load user's: rate limiting is what it probes for, so a 429 passes too.
-const PASS_RAPID: Rule = Rule {
-    passes: &[200, 429],
-    names_failure: unexpected_status,
-};
 
 /// The rule each API request name is judged by.
 pub(super) fn rule_of(name: &str) -> Option<Rule> {
@@ -495,20 +470,6 @@ fn fail(
         let _ = user.set_failure(&reason, request, None, None);
     }
     Box::new(TransactionError::Custom(reason.into_owned()))
-}
-
-/// The high-load user's failure for any status it does not accept: "Unexpected status: 500".
-pub fn unexpected_status(status: u16) -> Cow<'static, str> {
-    Cow::Owned(format!("Unexpected status: {status}"))
-}
-
-/// Locust's failure message for a status an API or webhook task does not accept.
-pub fn failure_reason(status: u16) -> Cow<'static, str> {
-    match status {
-        429 => Cow::Borrowed("Rate limited"),
-        422 => Cow::Borrowed("Validation error"),
-        s => Cow::Owned(format!("Unexpected status {s}")),
-    }
 }
 
 #[cfg(test)]

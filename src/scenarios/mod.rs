@@ -9,6 +9,7 @@ pub mod api;
 pub mod call;
 pub mod data;
 pub mod media_stream;
+pub mod rules;
 pub mod webhooks;
 
 use crate::config::plan::RunPlan;

@@ -6,8 +6,9 @@
 //! traffic, which is no failure of the load test. Any content type passes (Twilio takes TwiML
 //! under several), but the body must arrive whole and within the API's size cap.
 
-use super::api::{failure_reason, judge, request_to, with_wait, Expect, Rule};
+use super::api::{judge, request_to, with_wait, Expect};
 use super::data::{self, weighted_choice, Sid, TwilioCall};
+use super::rules::{failure_reason, Rule};
 use super::{transaction, Shared};
 use goose::prelude::*;
 use rand::Rng;
