@@ -1,7 +1,7 @@
 //! The web UI: Goose's dashboard at http://127.0.0.1:5116, set up for Locust's workflow.
 //!
-//! Unless `--headless`, every run serves the dashboard (Goose's telnet Controller moves from 5116
-//! to 5119 so nothing collides), with control on so `--no-autostart` can be driven from the
+//! Unless `--headless`, every run serves the dashboard (Goose's telnet Controller, whose default
+//! port is 5116, is off in every run), with control on so `--no-autostart` can be driven from the
 //! page. A [`Watcher`] follows the dashboard's phase: after an autostarted run it tells Goose to
 //! quit (Goose would otherwise stay up for an open browser tab), and each run started from the
 //! page gets the post-run hook — its summary, verdicts and its own results file — when it ends.
@@ -23,8 +23,6 @@ use std::time::{Duration, SystemTime};
 /// Where the web UI listens unless `--dashboard-port` says otherwise (Locust's page is at 8089;
 /// this tool's users know 5116).
 pub const DEFAULT_PORT: u16 = 5116;
-/// Where Goose's telnet Controller moves to, off the dashboard's port.
-pub const TELNET_PORT: u16 = 5119;
 
 /// The dashboard of one run, as configured.
 #[derive(Debug, Clone)]
@@ -57,7 +55,6 @@ pub fn configure(cfg: &mut GooseConfiguration, headless: bool) -> Result<Option<
         .dashboard_host
         .get_or_insert_with(|| "127.0.0.1".to_string())
         .clone();
-    cfg.telnet_port.get_or_insert(TELNET_PORT);
     let ip: IpAddr = match host.as_str() {
         "localhost" => IpAddr::from([127, 0, 0, 1]),
         h => h
@@ -330,11 +327,11 @@ mod tests {
     }
 
     #[test]
-    fn dashboard_takes_5116_and_telnet_moves() {
+    fn dashboard_takes_5116() {
         let mut cfg = GooseConfiguration::default();
         let ui = configure(&mut cfg, false).unwrap().unwrap();
         assert_eq!(ui.url, "http://127.0.0.1:5116");
-        assert_eq!((cfg.dashboard_port, cfg.telnet_port), (Some(5116), Some(5119)));
+        assert_eq!(cfg.dashboard_port, Some(5116));
         assert!(cfg.dashboard_control && cfg.dashboard_no_auth);
     }
 

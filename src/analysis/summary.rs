@@ -149,11 +149,16 @@ fn ai_lines(o: &mut String, a: &AiResults) {
         "  mode {}: {} calls, {} of {} turns answered ({:.1}%)",
         a.mode, a.calls, a.successful_turns, a.turns, a.success_rate
     );
-    let _ = writeln!(
-        o,
-        "  RTF mean {:.2}x  p50 {:.2}x  p95 {:.2}x  max {:.2}x; {:.1}% of turns faster than real time",
-        a.rtf.mean, a.rtf.p50, a.rtf.p95, a.rtf.max, a.realtime_capable_pct
-    );
+    if a.successful_turns == 0 {
+        // No answer timed: a real-time factor of 0.00x would read as an infinitely fast agent.
+        let _ = writeln!(o, "  RTF: none (no turn was answered)");
+    } else {
+        let _ = writeln!(
+            o,
+            "  RTF mean {:.2}x  p50 {:.2}x  p95 {:.2}x  max {:.2}x; {:.1}% of turns faster than real time",
+            a.rtf.mean, a.rtf.p50, a.rtf.p95, a.rtf.max, a.realtime_capable_pct
+        );
+    }
     if let Some(t) = a.ttfa_ms {
         let _ = writeln!(o, "  time to first audio ms: p50 {:.0}  p95 {:.0}", t.p50, t.p95);
     }

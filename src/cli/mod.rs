@@ -63,6 +63,24 @@ pub fn command() -> clap::Command {
             a.visible_alias("hatch-rate").visible_alias("spawn-rate")
         })
         .mut_arg("test_plan", |a| a.value_parser(options::test_plan))
+        // Goose's help states Goose's own defaults; these are this tool's.
+        .mut_arg("dashboard_port", |a| {
+            retell(a, &format!("The web UI's port [default: {}]", crate::webui::DEFAULT_PORT))
+        })
+        .mut_arg("telnet_port", |a| {
+            retell(
+                a,
+                "Not used: Goose's telnet Controller is off in every run (the web UI's control API replaces it)",
+            )
+        })
+        .mut_arg("telnet_host", |a| {
+            retell(a, "Not used: Goose's telnet Controller is off in every run")
+        })
+}
+
+/// An option's help, short and long alike, in this tool's words.
+fn retell(arg: clap::Arg, help: &str) -> clap::Arg {
+    arg.help(help.to_string()).long_help(help.to_string())
 }
 
 /// Parses a command line (program name first).
@@ -294,5 +312,13 @@ mod tests {
                 "{id}"
             );
         }
+    }
+
+    #[test]
+    fn help_states_this_tool_s_defaults() {
+        let help = command().render_long_help().to_string();
+        assert!(help.contains("The web UI's port [default: 5116]"), "{help}");
+        assert!(!help.contains("[default: 5118]"), "{help}");
+        assert!(help.contains("telnet Controller is off in every run"), "{help}");
     }
 }

@@ -109,6 +109,12 @@ fn unanswered_turns_and_failed_calls_are_critical_though_everything_connected() 
         verdict("AI real-time factor").is_none(),
         "no answered turn, no RTF"
     );
+    // Nor a figure that reads as an infinitely fast agent.
+    let text = summary::summary_text(&r);
+    assert!(
+        text.contains("RTF: none (no turn was answered)") && !text.contains("RTF mean 0.00x"),
+        "{text}"
+    );
     assert!(!r.passed);
     assert_eq!(r.exit_code(Status::Critical), 2);
 
